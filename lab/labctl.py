@@ -119,7 +119,7 @@ def docker_ok() -> bool:
         return False
 
 
-def ensure_engine() -> None:
+def ensure_engine(logfile: Path | None = None, wait: int = 60) -> None:
     """Make sure a Docker engine answers: install Debian's docker.io and start it if needed."""
     if docker_ok():
         return
@@ -135,26 +135,24 @@ def ensure_engine() -> None:
                                "install the Docker engine by hand and run again")
     if not shutil.which("docker"):
         raise LabError("the docker client is missing; install Debian's docker.io and run again")
-    logfile = Path("/var/log/infra-lab-dockerd.log") if os.geteuid() == 0 \
-        else STATE / "dockerd.log"
+    if logfile is None:
+        logfile = Path("/var/log/infra-lab-dockerd.log") if os.geteuid() == 0 else STATE / "dockerd.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
     if Path("/run/systemd/system").is_dir():
         subprocess.run(as_root(["systemctl", "start", "docker"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     if not docker_ok():
         log(f"starting dockerd in the background (log: {logfile})")
         with open(logfile, "ab") as out:
-            subprocess.Popen(as_root(["dockerd"]), stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-        for _ in range(60):
-            if docker_ok():
+            daemon = subprocess.Popen(as_root(["dockerd"]), stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(wait):
+            if docker_ok() or daemon.poll() is not None:
                 break
             time.sleep(1)
     if not docker_ok():
-        tail = ""
-        if logfile.exists():
-            lines = [ln for ln in logfile.read_text(errors="replace").splitlines() if ln.strip()]
-            tail = f": {lines[-1][-200:]}" if lines else ""
+        lines = [ln for ln in logfile.read_text(errors="replace").splitlines() if ln.strip()]
+        tail = f": {lines[-1][-200:]}" if lines else ""
         raise LabError(f"the Docker engine could not start (see {logfile}{tail}); "
                        "start dockerd yourself, or run the lab on a machine that can run it")
 
@@ -261,7 +259,8 @@ def build_image(name: str) -> str:
 
 def load_inventory_hosts(inventory: str) -> tuple[list[dict], str]:
     """Read lab hosts (those with lab_image) and lab_subnet from an Ansible inventory."""
-    exe = shutil.which("ansible-inventory")
+    sibling = Path(sys.executable).parent / "ansible-inventory"
+    exe = shutil.which("ansible-inventory") or (str(sibling) if sibling.exists() else None)
     if not exe:
         raise LabError("ansible-inventory is not on PATH; run 'make venv' first")
     proc = run([exe, "-i", inventory, "--list"], timeout=120)

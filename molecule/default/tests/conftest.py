@@ -1,0 +1,53 @@
+"""Helpers shared by the scenario's testinfra tests."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+SERVER_GROUPS = ("loadbalancers", "webservers", "db_primary", "db_replica")
+
+
+def hosts_of(*groups):
+    """Inventory hosts of these groups, each once, as testinfra host specs."""
+    runner = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+    names = sorted({h for g in groups for h in runner.get_hosts(g)})
+    assert names, f"no host in groups {groups}: the tests would prove nothing"
+    return [f"ansible://{name}" for name in names]
+
+
+SERVERS = hosts_of(*SERVER_GROUPS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A verify run in which no test passed proves nothing: fail it."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    passed = len(reporter.stats.get("passed", [])) if reporter else 0
+    if exitstatus == 0 and passed == 0:
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def lab_key():
+    """The scenario's private SSH key (made by lab/labctl.py at create)."""
+    prefix = os.environ.get("MOLECULE_LAB_PREFIX", "mol")
+    key = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".lab" / prefix / "ssh" / "id_ed25519"
+    assert key.exists(), f"missing lab key {key}"
+    return key
+
+
+@pytest.fixture
+def ssh_from_controller(host, lab_key):
+    """Run a command over a fresh SSH connection from the controller, with extra ssh options."""
+    address = host.ansible.get_variables()["ansible_host"]
+
+    def run(*options, user="ops", command="true", key=lab_key):
+        cmd = ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
+               "-o", "IdentitiesOnly=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+               *options, f"{user}@{address}", command]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    return run

@@ -1,0 +1,60 @@
+"""Unit tests of filter_plugins/inventory_checks.py."""
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from inventory_checks import DEFAULT_REQUIRED_GROUPS, FilterModule, infra_check_inventory
+
+GOOD = {
+    "all": ["lb-01", "web-01", "web-02"],
+    "loadbalancers": ["lb-01"],
+    "webservers": ["web-01", "web-02"],
+    "db_primary": ["web-01"],
+    "db_replica": ["web-02"],
+}
+
+
+def test_good_inventory_returns_servers_in_group_order():
+    assert infra_check_inventory(GOOD) == ["lb-01", "web-01", "web-02"]
+
+
+def test_more_hosts_are_an_inventory_change():
+    groups = dict(GOOD, webservers=["web-01", "web-02", "web-03"], db_replica=["web-02", "web-03"])
+    assert infra_check_inventory(groups) == ["lb-01", "web-01", "web-02", "web-03"]
+
+
+@pytest.mark.parametrize("group", DEFAULT_REQUIRED_GROUPS)
+def test_missing_group_is_named(group):
+    groups = {k: v for k, v in GOOD.items() if k != group}
+    with pytest.raises(AnsibleFilterError, match=f"missing the required group '{group}'"):
+        infra_check_inventory(groups)
+
+
+@pytest.mark.parametrize("group", DEFAULT_REQUIRED_GROUPS)
+def test_empty_group_is_named(group):
+    with pytest.raises(AnsibleFilterError, match=f"group '{group}' has no hosts"):
+        infra_check_inventory(dict(GOOD, **{group: []}))
+
+
+def test_two_primaries_are_refused():
+    with pytest.raises(AnsibleFilterError, match="'db_primary' must hold exactly one host, it holds 2"):
+        infra_check_inventory(dict(GOOD, db_primary=["web-01", "web-02"], db_replica=["web-03"]))
+
+
+def test_primary_and_replica_on_one_host_is_refused():
+    with pytest.raises(AnsibleFilterError, match="'web-01' is in both 'db_primary' and 'db_replica'"):
+        infra_check_inventory(dict(GOOD, db_replica=["web-01", "web-02"]))
+
+
+@pytest.mark.parametrize("groups, required, message", [
+    (["lb-01"], DEFAULT_REQUIRED_GROUPS, "groups must be a mapping"),
+    (GOOD, "loadbalancers", "required must be a list"),
+    (GOOD, ["loadbalancers", 3], "required must be a list"),
+])
+def test_wrong_types_are_refused(groups, required, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        infra_check_inventory(groups, required)
+
+
+def test_filter_is_registered():
+    assert FilterModule().filters()["infra_check_inventory"] is infra_check_inventory

@@ -1,0 +1,123 @@
+"""Unit tests of lab/labctl.py: host checks, image tags, and the one-line failures."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+import labctl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def host(name="web-01", image="debian12", address="172.30.10.11"):
+    return {"name": name, "image": image, "address": address}
+
+
+def test_valid_hosts_pass():
+    labctl.validate_hosts([host(), host("web-02", "debian13", "172.30.10.12")], "172.30.10.0/24")
+
+
+@pytest.mark.parametrize("hosts, message", [
+    ([host(image="centos")], "unknown lab image 'centos'"),
+    ([host(address="10.9.9.9")], "not a usable host address of 172.30.10.0/24"),
+    ([host(address="172.30.10.1")], "the gateway"),
+    ([host(address="not-an-ip")], "is not an IP address"),
+    ([host(), host("web-02")], "address 172.30.10.11 is used twice"),
+    ([host(), host(address="172.30.10.12")], "lab host 'web-01' is listed twice"),
+    ([host(name="Web_01")], "must be lower-case letters"),
+])
+def test_bad_hosts_are_refused_naming_the_field(hosts, message):
+    with pytest.raises(labctl.LabError, match=message):
+        labctl.validate_hosts(hosts, "172.30.10.0/24")
+
+
+def test_bad_subnet_is_refused():
+    with pytest.raises(labctl.LabError, match="lab_subnet '172.30.10.0/33'"):
+        labctl.validate_hosts([host()], "172.30.10.0/33")
+
+
+def test_image_tag_is_a_hash_of_the_recipe(monkeypatch):
+    before = labctl.image_ref("debian12")
+    assert before == labctl.image_ref("debian12")
+    assert before.startswith("infra-lab/debian12:")
+    assert before != labctl.image_ref("debian13")
+    monkeypatch.setattr(labctl, "BASE_PACKAGES", labctl.BASE_PACKAGES + ["curl"])
+    assert labctl.image_ref("debian12") != before
+
+
+def test_lab_inventory_describes_diverse_hosts():
+    hosts, subnet = labctl.load_inventory_hosts(str(ROOT / "inventory" / "lab"))
+    by_name = {h["name"]: h for h in hosts}
+    assert subnet == "172.30.10.0/24"
+    assert {"lb-01", "web-01", "web-02", "acme", "client"} <= set(by_name)
+    assert by_name["web-02"]["image"] == "debian13"
+    assert by_name["web-01"]["image"] == "debian12"
+    assert by_name["lb-01"]["publish"] == [80, 443]
+    labctl.validate_hosts(hosts, subnet)
+
+
+def fake_bin(tmp_path, name, script):
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+@pytest.fixture
+def fake_path(tmp_path, monkeypatch):
+    """A PATH where docker never answers; each test adds the fakes it needs."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake_bin(bindir, "docker", "exit 1\n")
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setattr(labctl, "as_root", lambda cmd: cmd)
+    monkeypatch.setattr(labctl, "Path", _NoSystemdPath)
+    return bindir
+
+
+class _NoSystemdPath(type(Path())):
+    """Path that reports no systemd, so the engine is started by hand."""
+
+    def is_dir(self):
+        if str(self) == "/run/systemd/system":
+            return False
+        return super().is_dir()
+
+
+def test_engine_that_cannot_start_fails_with_one_clear_line(fake_path, tmp_path, capsys):
+    fake_bin(fake_path, "dockerd", "echo 'failed to start daemon: permission denied' >&2; exit 1\n")
+    with pytest.raises(labctl.LabError) as err:
+        labctl.ensure_engine(logfile=tmp_path / "dockerd.log", wait=5)
+    text = str(err.value)
+    assert "the Docker engine could not start" in text
+    assert "failed to start daemon: permission denied" in text
+    assert "\n" not in text
+
+
+def test_main_prints_one_line_and_exits_1(fake_path, tmp_path, monkeypatch, capsys):
+    fake_bin(fake_path, "dockerd", "exit 1\n")
+    monkeypatch.setattr(labctl, "STATE", tmp_path / "state")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert labctl.main(["engine"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lab: the Docker engine could not start")
+
+
+def test_unreachable_archive_fails_with_one_clear_line(fake_path):
+    fake_bin(fake_path, "debootstrap",
+             "echo 'I: Retrieving InRelease'; echo 'E: Failed getting release file http://mirror.invalid/dists/bookworm/Release'; exit 1\n")
+    with pytest.raises(labctl.LabError, match="debootstrap could not reach the Debian archive") as err:
+        labctl.build_image("debian12")
+    assert "LAB_MIRROR" in str(err.value)
+
+
+def test_hosts_json_of_molecule_is_accepted(tmp_path):
+    """molecule/default/molecule.yml platforms are what create.yml hands to `labctl up`."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    platforms = yaml.safe_load((ROOT / "molecule/default/molecule.yml").read_text())["platforms"]
+    labctl.validate_hosts(json.loads(json.dumps(platforms)), "172.30.20.0/24")
+    assert {p["image"] for p in platforms} == {"debian12", "debian13"}
