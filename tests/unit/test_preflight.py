@@ -1,0 +1,88 @@
+"""site.yml's preflight: bad inventories and variables stop the run before any host is touched.
+
+Each case runs the real `ansible-playbook site.yml` against hosts whose SSH address is a closed
+port on loopback: had anything tried to connect, the output would say UNREACHABLE.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuvKFA0l0F/gFg6Aza2KHf2+ZquHWQpzKajgGD+Z8J8 test@example.invalid"
+ANSIBLE_PLAYBOOK = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+
+
+def inventory(tmp_path, drop=None, extra_vars=None):
+    groups = {
+        "loadbalancers": {"hosts": {"lb-01": None}},
+        "webservers": {"hosts": {"web-01": None, "web-02": None}},
+        "db_primary": {"hosts": {"web-01": None}},
+        "db_replica": {"hosts": {"web-02": None}},
+    }
+    if drop:
+        del groups[drop]
+    variables = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "ops",
+                 "common_admin_authorized_keys": [KEY]}
+    variables.update(extra_vars or {})
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump({"all": {"vars": variables, "children": groups}}))
+    return path
+
+
+def playbook(inv, *args):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory",
+               ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(ROOT / "site.yml"), *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_good_input_passes_preflight_without_touching_a_host(tmp_path):
+    rc, out = playbook(inventory(tmp_path), "--tags", "preflight")
+    assert rc == 0, out
+    assert "UNREACHABLE" not in out
+
+
+@pytest.mark.parametrize("group", ["loadbalancers", "webservers", "db_primary", "db_replica"])
+def test_missing_group_stops_the_run_naming_it(tmp_path, group):
+    rc, out = playbook(inventory(tmp_path, drop=group))
+    assert rc != 0
+    assert f"missing the required group '{group}'" in out
+    assert "UNREACHABLE" not in out
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"common_admin_authorized_keys": []}, "common_admin_authorized_keys"),
+    ({"common_admin_authorized_keys": ["not a key"]}, "common_admin_authorized_keys"),
+    ({"common_ssh_port": "twenty-two"}, "common_ssh_port"),
+    ({"common_ssh_port": 70000}, "common_ssh_port"),
+    ({"common_ssh_permit_root_login": "yes"}, "common_ssh_permit_root_login"),
+    ({"common_ssh_allow_users": ["alice"]}, "common_ssh_allow_users"),
+    ({"ansible_user": "root"}, "common_ssh_permit_root_login"),
+    ({"common_admin_user": "root"}, "common_admin_user"),
+    ({"common_packages": {"curl": "latest"}}, "common_packages"),
+    ({"common_unattended_upgrades_reboot_time": "25:00"}, "common_unattended_upgrades_reboot_time"),
+    ({"common_chrony_set_clock": "sometimes"}, "common_chrony_set_clock"),
+])
+def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
+    rc, out = playbook(inventory(tmp_path, extra_vars=extra))
+    assert rc != 0, out
+    assert field in out
+    assert "UNREACHABLE" not in out
+    assert "PLAY [Common baseline" not in out
+
+
+def test_production_example_passes_preflight(tmp_path):
+    """The shipped production inventory, vault included, is valid input."""
+    password = tmp_path / "vault-pass"
+    password.write_text("example-only-change-me\n")
+    rc, out = playbook(ROOT / "inventory" / "production", "--tags", "preflight",
+                       "--vault-password-file", str(password))
+    assert rc == 0, out
+    assert "UNREACHABLE" not in out
