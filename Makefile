@@ -50,9 +50,10 @@ lint: venv ## yamllint, ansible-lint (production profile), syntax check of every
 unit: venv ## Python unit tests (filter plugins, lab tool, bad input)
 	$(BIN)/pytest -q tests/unit
 
-molecule: venv ## molecule test of the default scenario (lab in Docker, converged over SSH)
+molecule: venv ## molecule test of each scenario: default (ufw) and iptables, lab in Docker, over SSH
 	$(LABCTL) engine
 	$(BIN)/molecule test --scenario-name default
+	$(BIN)/molecule test --scenario-name iptables
 
 clean: ## Remove the virtualenv and caches (not the lab: see lab-down)
 	rm -rf $(VENV) .cache .pytest_cache

@@ -69,6 +69,16 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"common_packages": {"curl": "latest"}}, "common_packages"),
     ({"common_unattended_upgrades_reboot_time": "25:00"}, "common_unattended_upgrades_reboot_time"),
     ({"common_chrony_set_clock": "sometimes"}, "common_chrony_set_clock"),
+    ({"firewall_backend": "pf"}, "firewall_backend"),
+    ({"firewall_flows": [{"name": "x", "from": "nosuch", "to": "webservers", "ports": [80]}]},
+     "flow 'x': from: unknown group or host 'nosuch'"),
+    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [80], "proto": "gre"}]},
+     "flow 'x': proto: unknown protocol 'gre'"),
+    ({"firewall_flows": [{"name": "x", "from": "10.0.0.0/40", "to": "webservers", "ports": [80]}]},
+     "invalid CIDR '10.0.0.0/40'"),
+    ({"firewall_flows": [{"name": "web-from-anywhere", "from": "any", "to": "webservers", "ports": [81]}]},
+     "flow 'web-from-anywhere': duplicate name"),
+    ({"firewall_flows": "open everything"}, "firewall_flows"),
 ])
 def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     rc, out = playbook(inventory(tmp_path, extra_vars=extra))
