@@ -33,6 +33,7 @@ lab-up: venv ## Start the lab's containers (Docker engine and images included), 
 	$(LABCTL) up --inventory $(LAB_INVENTORY)
 
 lab: lab-up ## Start the lab and converge site.yml over SSH, as in production
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) lab/support.yml
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml
 	@$(LABCTL) info --inventory $(LAB_INVENTORY)
 
