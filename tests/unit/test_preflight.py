@@ -28,7 +28,7 @@ def inventory(tmp_path, drop=None, extra_vars=None):
     if drop:
         del groups[drop]
     variables = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "ops",
-                 "common_admin_authorized_keys": [KEY]}
+                 "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase"}
     variables.update(extra_vars or {})
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"vars": variables, "children": groups}}))
@@ -79,6 +79,13 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"firewall_flows": [{"name": "web-from-anywhere", "from": "any", "to": "webservers", "ports": [81]}]},
      "flow 'web-from-anywhere': duplicate name"),
     ({"firewall_flows": "open everything"}, "firewall_flows"),
+    ({"pki_ca_passphrase": ""}, "pki_ca_passphrase"),
+    ({"certbot_acme_server": "http://acme.example/dir"}, "certbot_acme_server"),
+    ({"certbot_domains": ["WWW.Example..com"]}, "certbot_domains"),
+    ({"haproxy_stats_bind": "0.0.0.0:8404"}, "haproxy_stats_bind"),
+    ({"haproxy_http_reuse": "sometimes"}, "haproxy_http_reuse"),
+    ({"nginx_status_listen": "0.0.0.0:8080"}, "nginx_status_listen"),
+    ({"nginx_tls_protocols": ["TLSv1.1"]}, "nginx_tls_protocols"),
 ])
 def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     rc, out = playbook(inventory(tmp_path, extra_vars=extra))

@@ -17,7 +17,7 @@ import testinfra
 
 from conftest import SERVER_GROUPS, hosts_of
 
-PORTS = (22, 80, 443, 3306, 8080)
+PORTS = (22, 80, 443, 3306, 9999)
 SOURCES = ("client", "lb-01", "web-01", "web-02", "controller")
 TARGETS = ("lb-01", "web-01", "web-02")
 
@@ -68,7 +68,9 @@ def get(name):
 
 
 def listening(host, port):
-    return host.run(f"ss -Hltn 'sport = :{port}'").stdout.strip() != ""
+    """Whether something listens on the port on a non-loopback address."""
+    lines = host.run(f"ss -Hltn 'sport = :{port}'").stdout.splitlines()
+    return any(not (line.split()[3].startswith("127.") or line.split()[3].startswith("[::1]")) for line in lines)
 
 
 @pytest.fixture(scope="module")

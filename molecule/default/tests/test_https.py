@@ -1,0 +1,152 @@
+"""HTTPS end to end, from the outside client: the path every visitor takes.
+
+The disruptive tests (a forced renewal by tag, a web server's nginx stopped) come last.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+import testinfra
+
+from conftest import hosts_of
+
+SITE = "www.foobar.com"
+ROOTS = "/tmp/pebble-roots.pem"
+testinfra_hosts = hosts_of("lab_support")
+testinfra_hosts = [h for h in testinfra_hosts if h.endswith("//client")]
+
+
+def get(name):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def webservers():
+    return [h.split("//")[1] for h in hosts_of("webservers")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pebble_roots(host):
+    """pebble's root changes at every start: fetch it from its management interface."""
+    host.run_test(f"curl -sSfk https://acme:15000/roots/0 -o {ROOTS}")
+    assert "BEGIN CERTIFICATE" in host.file(ROOTS).content_string
+    return ROOTS
+
+
+def https(host, path="/", extra=""):
+    out = host.check_output(f"curl -sS --cacert {ROOTS} {extra} -o /tmp/body -D /tmp/headers "
+                            f"-w '%{{http_code}}' https://{SITE}{path}")
+    return int(out), host.file("/tmp/headers").content_string, host.file("/tmp/body").content_string
+
+
+def served_by(body):
+    match = re.search(r'id="server">([a-z0-9-]+)<', body)
+    return match.group(1) if match else None
+
+
+def served_serial(host):
+    return host.check_output(f"echo | openssl s_client -connect {SITE}:443 -servername {SITE} 2>/dev/null "
+                             "| openssl x509 -noout -serial")
+
+
+def test_site_answers_200_with_a_certificate_from_pebble(host):
+    status, _, body = https(host)
+    assert status == 200
+    assert SITE in body
+    issuer = host.check_output(f"echo | openssl s_client -connect {SITE}:443 -servername {SITE} "
+                               f"-CAfile {ROOTS} -verify_return_error 2>/dev/null | openssl x509 -noout -issuer")
+    assert "Pebble" in issuer
+
+
+def test_successive_requests_reach_every_web_server(host):
+    seen = {served_by(https(host)[2]) for _ in range(2 * len(webservers()) + 2)}
+    assert seen == set(webservers())
+
+
+def test_plain_http_redirects_to_https(host):
+    out = host.check_output(f"curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{SITE}/some/page?x=1")
+    assert out == f"301 https://{SITE}/some/page?x=1"
+
+
+def test_hsts_and_security_headers(host):
+    _, headers, _ = https(host)
+    hsts = re.search(r"(?im)^strict-transport-security: max-age=(\d+)", headers)
+    assert hsts and int(hsts.group(1)) >= 31536000
+    assert re.search(r"(?im)^x-content-type-options: nosniff", headers)
+    assert not re.search(r"(?im)^server: .*[0-9]", headers), "a version number leaks"
+
+
+@pytest.mark.parametrize("version, accepted", [
+    ("-tls1", False), ("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)])
+def test_only_tls_1_2_and_1_3_are_accepted(host, version, accepted):
+    # SECLEVEL=0 lets the client offer old versions: only the server may refuse them.
+    result = host.run(f"echo | openssl s_client -connect {SITE}:443 -servername {SITE} {version} "
+                      "-cipher DEFAULT@SECLEVEL=0 2>&1")
+    assert (result.rc == 0) is accepted, result.stdout[-400:]
+
+
+@pytest.mark.parametrize("web", webservers())
+def test_web_server_accepts_lb_with_an_internal_ca_certificate(web):
+    lb = get("lb-01")
+    address = get(web).ansible.get_variables()["ansible_host"]
+    result = lb.run(f"echo | openssl s_client -connect {address}:443 -servername {web} "
+                    f"-CAfile /etc/ssl/infra/ca.pem -verify_hostname {web} -verify_return_error 2>&1")
+    assert result.rc == 0, result.stdout[-400:]
+    assert "Verify return code: 0 (ok)" in result.stdout
+
+
+@pytest.mark.parametrize("web", webservers())
+def test_nothing_answers_in_clear_on_a_web_server(web):
+    server = get(web)
+    assert not server.socket("tcp://0.0.0.0:80").is_listening
+    lb = get("lb-01")
+    address = server.ansible.get_variables()["ansible_host"]
+    body = lb.run(f"curl -s --max-time 5 http://{address}:443/").stdout
+    assert "Served by" not in body
+
+
+def container_started_at(name):
+    prefix = os.environ.get("MOLECULE_LAB_PREFIX", "mol")
+    out = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", f"{prefix}-{name}"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
+    before = served_serial(host)
+    started = container_started_at("lb-01")
+    inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.cfg"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    run = subprocess.run(["ansible-playbook", "-i", inventory, "site.yml", "--tags", "certs",
+                          "-e", "certbot_force_renew=true"], cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"],
+                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
+    recap = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", plain, re.M))
+    assert int(recap["lb-01"]) >= 1
+    for web in webservers():
+        assert recap.get(web, "0") == "0", f"{web} changed during a certs-only run"
+    after = served_serial(host)
+    assert after != before
+    assert container_started_at("lb-01") == started
+    status, _, _ = https(host)
+    assert status == 200
+
+
+def test_stopping_nginx_on_a_web_server_costs_no_request(host):
+    web = webservers()[0]
+    server = get(web)
+    with server.sudo():
+        server.run_test("systemctl stop nginx")
+    try:
+        codes = host.check_output(
+            f"for i in $(seq 60); do curl -s --cacert {ROOTS} -o /dev/null -w '%{{http_code}}\\n' "
+            f"https://{SITE}/; done")
+        counts = json.dumps({c: codes.split().count(c) for c in set(codes.split())})
+        assert codes.split() == ["200"] * 60, counts
+    finally:
+        with server.sudo():
+            server.run_test("systemctl start nginx")
