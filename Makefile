@@ -37,8 +37,9 @@ lab: lab-up ## Start the lab and converge site.yml over SSH, as in production
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml
 	@$(LABCTL) info --inventory $(LAB_INVENTORY)
 
-lab-down: ## Remove the lab's containers, network and SSH key (images stay cached)
+lab-down: ## Remove the lab's containers, network, SSH key and internal CA (images stay cached)
 	$(LABCTL) down --prefix lab
+	rm -rf $(LAB_INVENTORY)/pki
 
 test: lint unit molecule ## Everything that proves the project
 

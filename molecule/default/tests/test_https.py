@@ -107,6 +107,54 @@ def test_nothing_answers_in_clear_on_a_web_server(web):
     assert "Served by" not in body
 
 
+@pytest.mark.parametrize("web", webservers())
+def test_stub_status_answers_on_loopback_only(web):
+    server = get(web)
+    assert "Active connections" in server.check_output("curl -s http://127.0.0.1:8080/nginx_status")
+    assert not server.socket("tcp://0.0.0.0:8080").is_listening
+    assert server.socket("tcp://127.0.0.1:8080").is_listening
+
+
+def test_haproxy_exporter_and_stats_on_loopback_only():
+    lb = get("lb-01")
+    metrics = lb.check_output("curl -s http://127.0.0.1:8404/metrics")
+    assert "haproxy_backend_active_servers" in metrics
+    assert not lb.socket("tcp://0.0.0.0:8404").is_listening
+
+
+def test_json_access_log_records_request_time(host):
+    https(host, "/?json-log-probe")
+    lines = []
+    for web in webservers():
+        server = get(web)
+        with server.sudo():
+            lines += [json.loads(line) for line in server.check_output(
+                "grep json-log-probe /var/log/nginx/access.json || true").splitlines()]
+    assert lines, "the request is in no web server's access log"
+    assert {"request_time", "upstream_addr", "x_forwarded_for", "ssl_protocol"} <= set(lines[-1])
+
+
+def test_a_bad_nginx_config_never_replaces_a_good_one(host):
+    web = webservers()[0]
+    server = get(web)
+    before = server.file("/etc/nginx/nginx.conf").sha256sum
+    run = playbook("--tags", "web", "--limit", web, "-e", "nginx_worker_connections=-5")
+    assert run.returncode != 0
+    assert "nginx" in run.stdout
+    assert server.file("/etc/nginx/nginx.conf").sha256sum == before
+    assert https(host)[0] == 200
+
+
+def playbook(*args):
+    """Run site.yml against the scenario's hosts, as an operator would."""
+    inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.cfg"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(["ansible-playbook", "-i", inventory, "site.yml", *args],
+                          cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
 def container_started_at(name):
     prefix = os.environ.get("MOLECULE_LAB_PREFIX", "mol")
     out = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", f"{prefix}-{name}"],
@@ -117,12 +165,11 @@ def container_started_at(name):
 def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
     before = served_serial(host)
     started = container_started_at("lb-01")
-    inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.cfg"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    run = subprocess.run(["ansible-playbook", "-i", inventory, "site.yml", "--tags", "certs",
-                          "-e", "certbot_force_renew=true"], cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"],
-                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    # Visitors keep coming during the renewal: the reload must not cost one request.
+    host.run_test(f"setsid -f sh -c 'for i in $(seq 150); do curl -s --cacert {ROOTS} -o /dev/null "
+                  f"-w \"%{{http_code}}\\n\" https://{SITE}/; sleep 0.05; done > /tmp/during-renewal; "
+                  f"echo done >> /tmp/during-renewal' >/dev/null 2>&1 < /dev/null")
+    run = playbook("--tags", "certs", "-e", "certbot_force_renew=true")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
     recap = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", plain, re.M))
@@ -134,6 +181,31 @@ def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
     assert container_started_at("lb-01") == started
     status, _, _ = https(host)
     assert status == 200
+    for _ in range(120):
+        if host.file("/tmp/during-renewal").contains("^done"):
+            break
+        subprocess.run(["sleep", "0.5"], check=True)
+    codes = host.file("/tmp/during-renewal").content_string.split()
+    assert codes[-1] == "done" and codes[:-1] == ["200"] * 150, {c: codes.count(c) for c in set(codes)}
+
+
+def test_acme_ca_down_keeps_the_old_certificate_and_fails_clearly(host):
+    acme = get("acme")
+    before = served_serial(host)
+    with acme.sudo():
+        acme.run_test("systemctl stop pebble")
+    try:
+        run = playbook("--tags", "certs", "-e", "certbot_force_renew=true")
+    finally:
+        with acme.sudo():
+            acme.run_test("systemctl start pebble")
+    assert run.returncode != 0
+    said = " ".join((run.stdout + run.stderr).split())
+    assert "certbot could not get a certificate for www.foobar.com from https://acme:14000/dir" in said
+    assert "Failed to renew certificate" in said
+    assert "keeps serving" in said
+    assert served_serial(host) == before
+    assert https(host)[0] == 200
 
 
 def test_stopping_nginx_on_a_web_server_costs_no_request(host):
