@@ -401,8 +401,11 @@ if ! grep -qxF "$key" "$home/.ssh/authorized_keys" 2>/dev/null; then
   printf '%s\n' "$key" >> "$home/.ssh/authorized_keys"
 fi
 chown "$user:$user" "$home/.ssh/authorized_keys"; chmod 0600 "$home/.ssh/authorized_keys"
-printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" > "/etc/sudoers.d/50-$user"
-chmod 0440 "/etc/sudoers.d/50-$user"
+# Only the first time: afterwards the playbook's common role owns this file.
+if [ ! -e "/etc/sudoers.d/50-$user" ]; then
+  printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" > "/etc/sudoers.d/50-$user"
+  chmod 0440 "/etc/sudoers.d/50-$user"
+fi
 systemctl is-active --quiet ssh || systemctl start ssh
 """
 

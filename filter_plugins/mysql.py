@@ -1,0 +1,99 @@
+"""Filters for the database tier: server ids, topology checks, GTID positions.
+
+Pure functions; bad input raises AnsibleFilterError naming the offending field.
+"""
+
+import hashlib
+import re
+
+from ansible.errors import AnsibleFilterError
+
+MAX_SERVER_ID = 2**32 - 1
+_MARIADB_GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+_MYSQL_GTID = re.compile(r"^([0-9a-fA-F-]{36})((?::\d+(?:-\d+)?)+)$")
+
+
+def mysql_server_id(name):
+    """Stable server id (1 .. 2**32-1) derived from a host's inventory name."""
+    if not isinstance(name, str) or not name:
+        raise AnsibleFilterError("infra_mysql_server_id: the host name must be a non-empty string")
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % MAX_SERVER_ID + 1
+
+
+def check_db_topology(groups, primary_group, replica_group, server_ids):
+    """Check the database groups and server ids; return {'primary': host, 'replicas': [...]}."""
+    primaries = list(groups.get(primary_group) or [])
+    replicas = list(groups.get(replica_group) or [])
+    if len(primaries) != 1:
+        raise AnsibleFilterError(
+            f"mysql_primary_group: group '{primary_group}' must hold exactly one host, "
+            f"it holds {len(primaries)} ({', '.join(primaries) or 'none'})")
+    if not replicas:
+        raise AnsibleFilterError(f"mysql_replica_group: group '{replica_group}' holds no host")
+    both = sorted(set(primaries) & set(replicas))
+    if both:
+        raise AnsibleFilterError(
+            f"inventory: {', '.join(both)} is in both '{primary_group}' and '{replica_group}'")
+    seen = {}
+    for host in sorted(set(primaries + replicas)):
+        if host not in server_ids:
+            raise AnsibleFilterError(f"mysql_server_id: no server id for host '{host}'")
+        try:
+            value = int(server_ids[host])
+        except (TypeError, ValueError):
+            raise AnsibleFilterError(
+                f"mysql_server_id of {host}: '{server_ids[host]}' is not an integer") from None
+        if not 1 <= value <= MAX_SERVER_ID:
+            raise AnsibleFilterError(f"mysql_server_id of {host}: {value} is outside 1..{MAX_SERVER_ID}")
+        if value in seen:
+            raise AnsibleFilterError(
+                f"mysql_server_id: {seen[value]} and {host} both have server id {value}")
+        seen[value] = host
+    return {"primary": primaries[0], "replicas": sorted(replicas)}
+
+
+def gtid_transactions(position):
+    """Number of transactions a GTID position covers (MariaDB 'd-s-n,...' or MySQL 'uuid:1-5,...').
+
+    MariaDB counts the sequence number reached in each replication domain; MySQL counts the
+    transactions in each source's intervals. Within one replication history, the host with
+    the larger figure has applied more.
+    """
+    if position is None:
+        raise AnsibleFilterError("gtid position: missing")
+    text = re.sub(r"\s+", "", str(position))
+    if not text:
+        return 0
+    total = 0
+    for part in text.split(","):
+        mariadb = _MARIADB_GTID.match(part)
+        mysql = _MYSQL_GTID.match(part)
+        if mariadb:
+            total += int(mariadb.group(3))
+        elif mysql:
+            for interval in mysql.group(2).strip(":").split(":"):
+                low, _, high = interval.partition("-")
+                total += int(high or low) - int(low) + 1
+        else:
+            raise AnsibleFilterError(f"gtid position: '{part}' is neither a MariaDB nor a MySQL GTID")
+    return total
+
+
+def most_advanced(positions):
+    """The host whose GTID position covers the most transactions (ties: first by name)."""
+    if not isinstance(positions, dict) or not positions:
+        raise AnsibleFilterError("gtid positions: need a non-empty mapping of host to position")
+    return max(sorted(positions), key=lambda host: gtid_transactions(positions[host]))
+
+
+class FilterModule:
+    """Database filters."""
+
+    def filters(self):
+        return {
+            "infra_mysql_server_id": mysql_server_id,
+            "infra_check_db_topology": check_db_topology,
+            "infra_gtid_transactions": gtid_transactions,
+            "infra_gtid_most_advanced": most_advanced,
+        }
