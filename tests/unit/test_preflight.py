@@ -18,17 +18,18 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuvKFA0l0F/gFg6Aza2KHf2+ZquHWQpzKajg
 ANSIBLE_PLAYBOOK = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
 
 
-def inventory(tmp_path, drop=None, extra_vars=None):
+def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_replica=("web-02",)):
     groups = {
         "loadbalancers": {"hosts": {"lb-01": None}},
         "webservers": {"hosts": {"web-01": None, "web-02": None}},
-        "db_primary": {"hosts": {"web-01": None}},
-        "db_replica": {"hosts": {"web-02": None}},
+        "db_primary": {"hosts": dict.fromkeys(db_primary)},
+        "db_replica": {"hosts": dict.fromkeys(db_replica)},
     }
     if drop:
         del groups[drop]
     variables = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "ops",
-                 "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase"}
+                 "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase",
+                 "mysql_replication_password": "a-test-password", "mysql_app_password": "another-test-password"}
     variables.update(extra_vars or {})
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"vars": variables, "children": groups}}))
@@ -86,6 +87,14 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"haproxy_http_reuse": "sometimes"}, "haproxy_http_reuse"),
     ({"nginx_status_listen": "0.0.0.0:8080"}, "nginx_status_listen"),
     ({"nginx_tls_protocols": ["TLSv1.1"]}, "nginx_tls_protocols"),
+    ({"mysql_replication_password": ""}, "mysql_replication_password"),
+    ({"mysql_app_password": ""}, "mysql_app_password"),
+    ({"mysql_flavor": "postgresql"}, "mysql_flavor"),
+    ({"mysql_semisync_wait_point": "WHENEVER"}, "mysql_semisync_wait_point"),
+    ({"mysql_server_id": 7}, "mysql_server_id: web-01 and web-02 both have server id 7"),
+    ({"mysql_server_id": "seven"}, "mysql_server_id"),
+    ({"mysql_app_client_group": "appservers"}, "flow 'mysql-app': from: unknown group or host 'appservers'"),
+    ({"mysql_version_mismatch": "ignore"}, "mysql_version_mismatch"),
 ])
 def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     rc, out = playbook(inventory(tmp_path, extra_vars=extra))
@@ -93,6 +102,17 @@ def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     assert field in out
     assert "UNREACHABLE" not in out
     assert "PLAY [Common baseline" not in out
+
+
+@pytest.mark.parametrize("primary, replica, message", [
+    (("web-01", "web-02"), ("web-02",), "group 'db_primary' must hold exactly one host, it holds 2"),
+    (("web-01",), ("web-01",), "host 'web-01' is in both 'db_primary' and 'db_replica'"),
+])
+def test_bad_database_topology_stops_the_run(tmp_path, primary, replica, message):
+    rc, out = playbook(inventory(tmp_path, db_primary=primary, db_replica=replica))
+    assert rc != 0, out
+    assert message in " ".join(out.split())
+    assert "UNREACHABLE" not in out
 
 
 def test_production_example_passes_preflight(tmp_path):

@@ -1,0 +1,88 @@
+"""Unit tests of filter_plugins/mysql.py: server ids, topology checks, GTID positions."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from hypothesis import given
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "filter_plugins"))
+import mysql  # noqa: E402  pylint: disable=wrong-import-position
+
+GROUPS = {"db_primary": ["web-01"], "db_replica": ["web-02", "web-03"]}
+IDS = {"web-01": 11, "web-02": 12, "web-03": 13}
+
+
+@given(st.text(min_size=1, max_size=64))
+def test_server_id_is_stable_and_in_range(name):
+    first = mysql.mysql_server_id(name)
+    assert first == mysql.mysql_server_id(name)
+    assert 1 <= first <= 2**32 - 1
+
+
+def test_server_ids_of_different_hosts_differ():
+    ids = {mysql.mysql_server_id(f"db-{n:03d}") for n in range(1000)}
+    assert len(ids) == 1000
+
+
+def test_server_id_needs_a_name():
+    with pytest.raises(AnsibleFilterError, match="host name"):
+        mysql.mysql_server_id("")
+
+
+def test_topology_names_the_primary_and_sorted_replicas():
+    assert mysql.check_db_topology(GROUPS, "db_primary", "db_replica", IDS) == {
+        "primary": "web-01", "replicas": ["web-02", "web-03"]}
+
+
+@pytest.mark.parametrize("groups, ids, message", [
+    ({"db_primary": [], "db_replica": ["b"]}, {"b": 2}, "must hold exactly one host, it holds 0"),
+    ({"db_primary": ["a", "b"], "db_replica": ["c"]}, {"a": 1, "b": 2, "c": 3}, "it holds 2 \\(a, b\\)"),
+    ({"db_primary": ["a"], "db_replica": []}, {"a": 1}, "mysql_replica_group: group 'db_replica' holds no host"),
+    ({"db_primary": ["a"], "db_replica": ["a"]}, {"a": 1}, "a is in both"),
+    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 1}, "no server id for host 'b'"),
+    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 1, "b": "x"}, "mysql_server_id of b: 'x' is not an integer"),
+    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 1, "b": 0}, "mysql_server_id of b: 0 is outside"),
+    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 5, "b": "5"}, "a and b both have server id 5"),
+])
+def test_bad_topology_names_the_field(groups, ids, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        mysql.check_db_topology(groups, "db_primary", "db_replica", ids)
+
+
+@pytest.mark.parametrize("position, count", [
+    ("", 0),
+    ("0-1-100", 100),
+    ("0-1-100,1-2-5", 105),
+    (" 0-3-7 ", 7),
+    ("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5", 5),
+    ("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9,\n4e11fa47-71ca-11e1-9e33-c80aa9429562:1", 9),
+])
+def test_gtid_transactions(position, count):
+    assert mysql.gtid_transactions(position) == count
+
+
+@pytest.mark.parametrize("position", ["0-1", "abc", "0-1-x", None])
+def test_bad_gtid_position_is_refused(position):
+    with pytest.raises(AnsibleFilterError, match="gtid position"):
+        mysql.gtid_transactions(position)
+
+
+def test_most_advanced_replica_wins_and_ties_go_to_the_first_name():
+    assert mysql.most_advanced({"web-02": "0-1-10", "web-03": "0-1-12"}) == "web-03"
+    assert mysql.most_advanced({"web-03": "0-1-12", "web-02": "0-1-12"}) == "web-02"
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 10**6), min_size=1))
+def test_most_advanced_is_the_maximum_whatever_the_order(seqs):
+    positions = {host: f"0-1-{seq}" for host, seq in seqs.items()}
+    winner = mysql.most_advanced(positions)
+    assert seqs[winner] == max(seqs.values())
+    assert winner == mysql.most_advanced(dict(reversed(list(positions.items()))))
+
+
+def test_most_advanced_needs_positions():
+    with pytest.raises(AnsibleFilterError, match="non-empty"):
+        mysql.most_advanced({})
