@@ -54,8 +54,10 @@ unit: venv ## Python unit tests (filter plugins, lab tool, bad input)
 
 molecule: venv ## molecule test of each scenario: default (ufw) and iptables, lab in Docker, over SSH
 	$(LABCTL) engine
+	rm -f .cache/failover-drill-*.json
 	$(BIN)/molecule test --scenario-name default
 	$(BIN)/molecule test --scenario-name iptables
+	@for f in .cache/failover-drill-*.json; do echo "database failover drill ($$f): $$(cat $$f)"; done
 
 clean: ## Remove the virtualenv and caches (not the lab: see lab-down)
 	rm -rf $(VENV) .cache .pytest_cache

@@ -1,10 +1,12 @@
 """Helpers shared by the scenario's testinfra tests."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 SERVER_GROUPS = ("loadbalancers", "webservers", "db_primary", "db_replica")
@@ -19,6 +21,46 @@ def hosts_of(*groups):
 
 
 SERVERS = hosts_of(*SERVER_GROUPS)
+
+
+def get(name):
+    """testinfra host of an inventory host, by name."""
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def names_of(*groups):
+    """Inventory host names of these groups."""
+    return [spec.split("//")[1] for spec in hosts_of(*groups)]
+
+
+def playbook(*args, path="site.yml", inventory=None):
+    """Run a playbook against the scenario's hosts, as an operator would."""
+    inventory = inventory or os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.cfg"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(["ansible-playbook", "-i", str(inventory), path, *args],
+                          cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+
+
+def recap(run):
+    """{host: changed count} from a playbook run's recap."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
+    return {host: int(changed) for host, changed in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", plain, re.M)}
+
+
+def container(name):
+    """The Docker container of a scenario host."""
+    return f"{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}-{name}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "drill: disruptive test, run after all the others")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Disruptive drills (a server killed) run last, whatever their module."""
+    items.sort(key=lambda item: item.get_closest_marker("drill") is not None)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -4,14 +4,12 @@ The disruptive tests (a forced renewal by tag, a web server's nginx stopped) com
 """
 
 import json
-import os
 import re
 import subprocess
 
 import pytest
-import testinfra
 
-from conftest import hosts_of
+from conftest import container, get, hosts_of, names_of, playbook, recap
 
 SITE = "www.foobar.com"
 ROOTS = "/tmp/pebble-roots.pem"
@@ -19,12 +17,8 @@ testinfra_hosts = hosts_of("lab_support")
 testinfra_hosts = [h for h in testinfra_hosts if h.endswith("//client")]
 
 
-def get(name):
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-
-
 def webservers():
-    return [h.split("//")[1] for h in hosts_of("webservers")]
+    return names_of("webservers")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -145,19 +139,8 @@ def test_a_bad_nginx_config_never_replaces_a_good_one(host):
     assert https(host)[0] == 200
 
 
-def playbook(*args):
-    """Run site.yml against the scenario's hosts, as an operator would."""
-    inventory = os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"])
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.cfg"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    return subprocess.run(["ansible-playbook", "-i", inventory, "site.yml", *args],
-                          cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
-
-
 def container_started_at(name):
-    prefix = os.environ.get("MOLECULE_LAB_PREFIX", "mol")
-    out = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", f"{prefix}-{name}"],
+    out = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", container(name)],
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
@@ -171,11 +154,10 @@ def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
                   f"echo done >> /tmp/during-renewal' >/dev/null 2>&1 < /dev/null")
     run = playbook("--tags", "certs", "-e", "certbot_force_renew=true")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
-    recap = dict(re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", plain, re.M))
-    assert int(recap["lb-01"]) >= 1
+    changed = recap(run)
+    assert changed["lb-01"] >= 1
     for web in webservers():
-        assert recap.get(web, "0") == "0", f"{web} changed during a certs-only run"
+        assert changed.get(web, 0) == 0, f"{web} changed during a certs-only run"
     after = served_serial(host)
     assert after != before
     assert container_started_at("lb-01") == started

@@ -1,0 +1,251 @@
+"""The database tier on the live servers: replication over TLS, semi-sync, least privilege,
+and the failover drill (last: it kills the primary's container).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import container, get, names_of, playbook, recap
+
+testinfra_hosts = ["ansible://" + names_of("db_primary")[0]]
+
+PRIMARY = names_of("db_primary")[0]
+REPLICAS = names_of("db_replica")
+CA = "/etc/ssl/infra/ca.pem"
+
+
+def sql(server, query, database=""):
+    """Run SQL as the server's root (local socket); rows as lists of strings."""
+    with server.sudo():
+        out = server.check_output(f"mariadb -N -B {database} -e {json.dumps(query)}")
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def status(server, name):
+    rows = sql(server, f"SHOW GLOBAL STATUS LIKE '{name}'")
+    return rows[0][1] if rows else None
+
+
+def replica_status(server):
+    with server.sudo():
+        out = server.check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
+    pairs = (line.strip().partition(":") for line in out.splitlines() if ":" in line)
+    return {key: value.strip() for key, _, value in pairs}
+
+
+def address(name):
+    return get(name).ansible.get_variables()["ansible_host"]
+
+
+def secret(name):
+    return get(PRIMARY).ansible.get_variables()[name]
+
+
+def wait_for_row(server, query, expected, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = sql(server, query)
+        if rows == expected:
+            return rows
+        time.sleep(0.3)
+    return sql(server, query)
+
+
+def test_a_row_written_on_the_primary_is_read_on_every_replica(host):
+    token = f"row-{time.time_ns()}"
+    sql(host, "CREATE TABLE IF NOT EXISTS probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64))", "foobar")
+    sql(host, f"INSERT INTO probe (token) VALUES ('{token}')", "foobar")
+    for name in REPLICAS:
+        assert wait_for_row(get(name), f"SELECT token FROM foobar.probe WHERE token='{token}'", [[token]]) == [[token]]
+
+
+@pytest.mark.parametrize("name", REPLICAS)
+def test_replication_runs_with_gtid_over_verified_tls(name):
+    state = replica_status(get(name))
+    assert state["Slave_IO_Running"] == "Yes" and state["Slave_SQL_Running"] == "Yes", state
+    assert state["Master_Host"] == address(PRIMARY)
+    assert state["Using_Gtid"] == "Slave_Pos"
+    assert state["Master_SSL_Allowed"] == "Yes"
+    assert state["Master_SSL_Verify_Server_Cert"] == "Yes"
+    assert sql(get(name), "SELECT @@global.read_only") == [["1"]]
+
+
+def test_versions_differ_across_primary_and_replica():
+    versions = {name: sql(get(name), "SELECT @@version")[0][0].split("-")[0] for name in [PRIMARY, *REPLICAS]}
+    assert len(set(versions.values())) > 1, versions
+
+
+def test_replication_account_needs_tls_and_a_client_certificate():
+    replica = get(REPLICAS[0])
+    login = f"mariadb -h {address(PRIMARY)} -u replicator -p{secret('mysql_replication_password')} -N -B"
+    with replica.sudo():
+        clear = replica.run(f"{login} --skip-ssl -e 'SELECT 1'")
+        no_cert = replica.run(f"{login} --ssl --ssl-ca={CA} -e 'SELECT 1'")
+        with_cert = replica.run(f"{login} --ssl --ssl-ca={CA} --ssl-verify-server-cert "
+                                f"--ssl-cert=/etc/ssl/infra/mysql.pem --ssl-key=/etc/ssl/infra/mysql.key "
+                                f"-e \"SHOW STATUS LIKE 'Ssl_version'\"")
+    assert clear.rc != 0, clear.stdout
+    assert no_cert.rc != 0 and "Access denied" in no_cert.stderr, no_cert.stderr
+    assert with_cert.rc == 0, with_cert.stderr
+    assert with_cert.stdout.split()[1] in ("TLSv1.2", "TLSv1.3")
+
+
+def test_semi_sync_acknowledges_every_commit_and_never_falls_back(host):
+    assert status(host, "Rpl_semi_sync_master_status") == "ON"
+    assert int(status(host, "Rpl_semi_sync_master_clients")) == len(REPLICAS)
+    assert sql(host, "SELECT @@global.rpl_semi_sync_master_wait_point") == [["AFTER_SYNC"]]
+    acked, not_acked, fallbacks = (int(status(host, f"Rpl_semi_sync_master_{v}")) for v in ("yes_tx", "no_tx", "no_times"))
+    sql(host, "CREATE TABLE IF NOT EXISTS semisync (n INT PRIMARY KEY)", "foobar")
+    sql(host, "; ".join(f"REPLACE INTO semisync VALUES ({n})" for n in range(50)), "foobar")
+    assert int(status(host, "Rpl_semi_sync_master_yes_tx")) >= acked + 50
+    assert int(status(host, "Rpl_semi_sync_master_no_tx")) == not_acked
+    assert int(status(host, "Rpl_semi_sync_master_no_times")) == fallbacks
+    assert status(host, "Rpl_semi_sync_master_status") == "ON"
+
+
+def test_application_account_has_least_privilege_over_tls(host):
+    client = get(REPLICAS[0])  # a web server, in the application's group
+    login = (f"mariadb -h {address(PRIMARY)} -u foobar -p{secret('mysql_app_password')} "
+             f"--ssl --ssl-ca={CA} --ssl-verify-server-cert -N -B foobar")
+    sql(host, "CREATE TABLE IF NOT EXISTS app (id INT PRIMARY KEY)", "foobar")
+    allowed = client.run(f"{login} -e 'REPLACE INTO app VALUES (1); SELECT COUNT(*) FROM app'")
+    assert allowed.rc == 0, allowed.stderr
+    for statement in ("CREATE TABLE evil (id INT)", "DROP TABLE app", "SELECT * FROM mysql.user",
+                      "GRANT ALL ON foobar.* TO foobar"):
+        denied = client.run(f"{login} -e '{statement}'")
+        assert denied.rc != 0 and "denied" in denied.stderr, statement
+    clear = client.run(f"mariadb -h {address(PRIMARY)} -u foobar -p{secret('mysql_app_password')} --skip-ssl "
+                       f"-e 'SELECT 1'")
+    assert clear.rc != 0
+
+
+def test_the_replica_refuses_application_writes():
+    replica = get(REPLICAS[0])
+    with replica.sudo():
+        write = replica.run(f"mariadb -u foobar -p{secret('mysql_app_password')} foobar -e 'REPLACE INTO app VALUES (2)'")
+    assert write.rc != 0 and "read-only" in write.stderr, write.stderr
+
+
+def test_a_second_converge_of_the_databases_changes_nothing():
+    run = playbook("--tags", "db")
+    assert run.returncode == 0, run.stdout[-3000:]
+    changed = recap(run)
+    assert all(changed[name] == 0 for name in [PRIMARY, *REPLICAS]), changed
+
+
+WRITER = r"""
+import os, ssl, sys, time, pymysql
+host, password, out = sys.argv[1], sys.argv[2], sys.argv[3]
+db = pymysql.connect(host=host, user="foobar", password=password, database="foobar",
+                     ssl={"ca": "/etc/ssl/infra/ca.pem"}, connect_timeout=5, read_timeout=30, write_timeout=30)
+with open(out, "w") as log:
+    n = 0
+    while True:
+        n += 1
+        try:
+            with db.cursor() as cur:
+                cur.execute("INSERT INTO failover_drill (n) VALUES (%s)", (n,))
+            db.commit()
+        except Exception as exc:
+            log.write(f"# stopped at {n}: {exc!r}\n"); break
+        log.write(f"{n}\n"); log.flush(); os.fsync(log.fileno())
+"""
+
+PROBER = r"""
+import sys, time, pymysql
+password, out = sys.argv[1], sys.argv[2]
+while True:
+    try:
+        db = pymysql.connect(unix_socket="/run/mysqld/mysqld.sock", user="foobar", password=password,
+                             database="foobar", connect_timeout=2)
+        with db.cursor() as cur:
+            cur.execute("INSERT INTO failover_drill (n) VALUES (-1)")
+        db.commit()
+        open(out, "w").write(repr(time.time())); break
+    except Exception:
+        time.sleep(0.1)
+"""
+
+
+def subprocess_run(cmd, check=True):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=check)
+
+
+def swapped_inventory(tmp_path, new_primary, old_primary):
+    """A copy of the scenario's inventory after the runbook's edit: the groups swapped."""
+    source = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    target = tmp_path / "inventory"
+    shutil.copytree(source, target, symlinks=True)
+    path = target / Path(os.environ["MOLECULE_INVENTORY_FILE"]).name
+    data = yaml.safe_load(path.read_text())
+    groups = data["all"].get("children") or data  # molecule writes the groups at the top level
+    groups["db_primary"]["hosts"] = {new_primary: groups["db_replica"]["hosts"].pop(new_primary)}
+    groups["db_replica"]["hosts"][old_primary] = None
+    path.write_text(yaml.safe_dump(data))
+    return target
+
+
+@pytest.mark.drill
+def test_failover_drill_loses_no_committed_write(host, tmp_path):
+    """Kill the primary's container mid-stream, fail over, check every acknowledged write."""
+    new_primary = get(REPLICAS[0])
+    password = secret("mysql_app_password")
+    sql(host, "CREATE TABLE IF NOT EXISTS failover_drill (id INT AUTO_INCREMENT PRIMARY KEY, n INT)", "foobar")
+    new_primary.run_test(f"cat > /tmp/writer.py <<'EOF'\n{WRITER}\nEOF\ncat > /tmp/prober.py <<'EOF'\n{PROBER}\nEOF")
+    new_primary.run_test(f"rm -f /tmp/acked /tmp/first-write; setsid -f python3 /tmp/writer.py {address(PRIMARY)} "
+                         f"{password} /tmp/acked > /tmp/writer.err 2>&1 < /dev/null")
+    deadline = time.time() + 30
+    while time.time() < deadline and int(new_primary.run("grep -c '^[0-9]' /tmp/acked").stdout.strip() or 0) < 200:
+        time.sleep(0.2)
+    killed_at = time.time()
+    new_primary.run_test(f"setsid -f python3 /tmp/prober.py {password} /tmp/first-write > /dev/null 2>&1 < /dev/null")
+    subprocess_run(["docker", "kill", container(PRIMARY)])
+
+    run = playbook(path="playbooks/db-failover.yml")
+    assert run.returncode == 0, run.stdout[-3000:]
+    deadline = time.time() + 60
+    while time.time() < deadline and not new_primary.file("/tmp/first-write").exists:
+        time.sleep(0.2)
+    first_write = float(new_primary.file("/tmp/first-write").content_string)
+
+    acked = [int(line) for line in new_primary.file("/tmp/acked").content_string.splitlines() if line[:1].isdigit()]
+    present = {int(row[0]) for row in sql(new_primary, "SELECT n FROM failover_drill WHERE n > 0", "foobar")}
+    assert len(acked) >= 200
+    missing = sorted(set(acked) - present)
+    assert not missing, f"acknowledged writes lost: {missing[:20]}"
+    assert sql(new_primary, "SELECT @@global.read_only") == [["0"]]
+    figure = {"acknowledged_writes": len(acked), "lost": len(missing),
+              "kill_to_first_accepted_write_s": round(first_write - killed_at, 2)}
+    report = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache",
+                  f"failover-drill-{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}.json")
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(json.dumps(figure) + "\n")
+    slowest = run.stdout.split("TASKS RECAP")[-1].splitlines()[3:9]
+    print(f"\nfailover drill: {json.dumps(figure)}\nslowest failover tasks:\n" + "\n".join(slowest))
+
+    # The old primary comes back; after the runbook's inventory edit, a converge makes it a replica.
+    subprocess_run(["docker", "start", container(PRIMARY)])
+    subprocess_run(["docker", "exec", container(PRIMARY), "sh", "-c",
+                    "for i in $(seq 60); do systemctl is-system-running --quiet --wait && exit 0; sleep 1; done"],
+                   check=False)
+    inventory = swapped_inventory(tmp_path, REPLICAS[0], PRIMARY)
+    rejoin = playbook("--tags", "db", inventory=inventory)
+    assert rejoin.returncode == 0, rejoin.stdout[-3000:]
+    old = get(PRIMARY)
+    state = replica_status(old)
+    assert state["Master_Host"] == address(REPLICAS[0]), state
+    assert state["Slave_IO_Running"] == "Yes" and state["Slave_SQL_Running"] == "Yes", state
+    token = f"after-{time.time_ns()}"
+    sql(new_primary, f"INSERT INTO probe (token) VALUES ('{token}')", "foobar")
+    assert wait_for_row(old, f"SELECT token FROM foobar.probe WHERE token='{token}'", [[token]]) == [[token]]
+    assert status(new_primary, "Rpl_semi_sync_master_status") == "ON"
+    again = playbook("--tags", "db", inventory=inventory)
+    assert again.returncode == 0 and recap(again)[PRIMARY] == 0, again.stdout[-3000:]
+
