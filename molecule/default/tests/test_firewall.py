@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-import testinfra
 
 from conftest import SERVER_GROUPS, get, hosts_of
 
