@@ -10,7 +10,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 LAB_INVENTORY ?= inventory/lab
 LABCTL := $(PYTHON) lab/labctl.py
 
-.PHONY: help venv lock lab lab-up lab-down test lint unit molecule clean
+.PHONY: help venv lock lab lab-up lab-down qps test lint unit molecule clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lab: lab-up ## Start the lab and converge site.yml over SSH, as in production
 lab-down: ## Remove the lab's containers, network, SSH key and internal CA (images stay cached)
 	$(LABCTL) down --prefix lab
 	rm -rf $(LAB_INVENTORY)/pki
+
+qps: venv ## Live requests per second per web server and at the load balancer (lab's Prometheus)
+	$(BIN)/python lab/qps.py --inventory $(LAB_INVENTORY)
 
 test: lint unit molecule ## Everything that proves the project
 

@@ -1,8 +1,8 @@
 """The firewall, proven by real traffic: every server's ports, probed from every host.
 
 Listeners are made sure of first (a temporary one where no service listens yet), so a port
-cannot look closed by accident. Then `client` (an outsider), `lb-01`, each web server and the
-controller connect to every server's probed ports: what the policy allows connects, the rest
+cannot look closed by accident. Then `client` (an outsider), `lb-01`, each web server, the
+monitoring host and the controller connect to every server's probed ports: what the policy allows connects, the rest
 times out (dropped). The policy has no SSH flow at all: SSH works from the controller only
 because the firewall role always allows it.
 """
@@ -16,19 +16,28 @@ import pytest
 
 from conftest import SERVER_GROUPS, get, hosts_of
 
-PORTS = (22, 80, 443, 3306, 9999)
-SOURCES = ("client", "lb-01", "web-01", "web-02", "controller")
+# 9100 node, 9113 nginx, 9104 mysqld and 8405 HAProxy exporters: the monitoring host only.
+PORTS = (22, 80, 443, 3306, 8405, 9100, 9104, 9113, 9999)
+SOURCES = ("client", "lb-01", "web-01", "web-02", "monitor", "controller")
 TARGETS = ("lb-01", "web-01", "web-02")
 
 # The expected matrix, written from the policy's meaning (the roles' firewall_flows.yml):
 # (target, port) -> sources allowed. Everything not listed must be dropped.
 ALLOWED = {
-    ("lb-01", 80): {"client", "web-01", "web-02", "controller"},
-    ("lb-01", 443): {"client", "web-01", "web-02", "controller"},
+    ("lb-01", 80): {"client", "web-01", "web-02", "monitor", "controller"},
+    ("lb-01", 443): {"client", "web-01", "web-02", "monitor", "controller"},
     ("web-01", 443): {"lb-01"},
     ("web-02", 443): {"lb-01"},
     ("web-01", 3306): {"web-02"},
     ("web-02", 3306): {"web-01"},
+    ("lb-01", 8405): {"monitor"},
+    ("lb-01", 9100): {"monitor"},
+    ("web-01", 9100): {"monitor"},
+    ("web-02", 9100): {"monitor"},
+    ("web-01", 9113): {"monitor"},
+    ("web-02", 9113): {"monitor"},
+    ("web-01", 9104): {"monitor"},
+    ("web-02", 9104): {"monitor"},
     ("lb-01", 22): {"controller"},
     ("web-01", 22): {"controller"},
     ("web-02", 22): {"controller"},
@@ -71,7 +80,7 @@ def listening(host, port):
 
 @pytest.fixture(scope="module")
 def matrix():
-    hosts = {name: get(name) for name in TARGETS + ("client",)}
+    hosts = {name: get(name) for name in TARGETS + ("client", "monitor")}
     addresses = {name: h.ansible.get_variables()["ansible_host"] for name, h in hosts.items()}
     started = []
     try:
