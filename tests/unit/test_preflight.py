@@ -24,12 +24,15 @@ def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_r
         "webservers": {"hosts": {"web-01": None, "web-02": None}},
         "db_primary": {"hosts": dict.fromkeys(db_primary)},
         "db_replica": {"hosts": dict.fromkeys(db_replica)},
+        "monitoring": {"hosts": {"monitor": None}},
     }
     if drop:
         del groups[drop]
     variables = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "ops",
                  "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase",
-                 "mysql_replication_password": "a-test-password", "mysql_app_password": "another-test-password"}
+                 "mysql_replication_password": "a-test-password", "mysql_app_password": "another-test-password",
+                 "sumologic_install": False, "sumologic_mysql_password": "a-third-test-password",
+                 "exporters_listen_address": "192.0.2.1"}
     variables.update(extra_vars or {})
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"vars": variables, "children": groups}}))
@@ -95,6 +98,18 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"mysql_server_id": "seven"}, "mysql_server_id"),
     ({"mysql_app_client_group": "appservers"}, "flow 'mysql-app': from: unknown group or host 'appservers'"),
     ({"mysql_version_mismatch": "ignore"}, "mysql_version_mismatch"),
+    ({"exporters_listen_address": "0.0.0.0"}, "exporters_listen_address"),
+    ({"exporters_node_port": 9113}, "exporters_node_port"),
+    ({"exporters_node_port": "ninety"}, "flow 'metrics-node': ports: port 'ninety' is not a number"),
+    ({"exporters_scraper": "nosuch"}, "from: unknown group or host 'nosuch'"),
+    ({"sumologic_install": True}, "sumologic_installation_token"),
+    ({"sumologic_install": True, "sumologic_installation_token": "t"}, "sumologic_apt_repository"),
+    ({"sumologic_install": True, "sumologic_installation_token": "t", "sumologic_install_method": "package_file",
+      "sumologic_package_file": "/nonexistent/otelcol-sumo.deb"}, "sumologic_package_file"),
+    ({"sumologic_install_method": "curl-pipe-bash"}, "sumologic_install_method"),
+    ({"sumologic_mysql_password": ""}, "sumologic_mysql_password"),
+    ({"sumologic_source_category_prefix": "/prod//foobar"}, "sumologic_source_category_prefix"),
+    ({"sumologic_auth_facilities": ["auth"]}, "sumologic_auth_facilities"),
 ])
 def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     rc, out = playbook(inventory(tmp_path, extra_vars=extra))
@@ -102,6 +117,23 @@ def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     assert field in out
     assert "UNREACHABLE" not in out
     assert "PLAY [Common baseline" not in out
+
+
+def test_missing_monitoring_group_is_named(tmp_path):
+    """The exporters' flows admit the `monitoring` group: an inventory must declare it (it may be empty)."""
+    rc, out = playbook(inventory(tmp_path, drop="monitoring"))
+    assert rc != 0, out
+    assert "unknown group or host 'monitoring'" in out
+    assert "UNREACHABLE" not in out
+
+
+def test_an_empty_monitoring_group_is_valid(tmp_path):
+    path = inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["all"]["children"]["monitoring"] = {}
+    path.write_text(yaml.safe_dump(data))
+    rc, out = playbook(path, "--tags", "preflight")
+    assert rc == 0, out
 
 
 @pytest.mark.parametrize("primary, replica, message", [
