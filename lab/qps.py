@@ -8,6 +8,7 @@ in the README.
 
     python3 lab/qps.py                       # the lab: Prometheus of the inventory's monitoring host
     python3 lab/qps.py --url http://HOST:9090 --once
+    python3 lab/qps.py --plot docs/qps.svg --minutes 3   # the last minutes as an SVG chart
 """
 
 import argparse
@@ -47,6 +48,62 @@ def query(url, promql, timeout=10):
         labels = list(result["metric"].values())
         rates[labels[0] if labels else ""] = float(result["value"][1])
     return rates
+
+
+def query_range(url, promql, start, end, step, timeout=20):
+    """Range query: {label value: [(timestamp, rate)]}."""
+    params = urllib.parse.urlencode({"query": promql, "start": start, "end": end, "step": step})
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/query_range?{params}", timeout=timeout) as response:
+            body = json.load(response)
+    except (OSError, ValueError) as exc:
+        raise QpsError(f"cannot query Prometheus at {url}: {exc}") from exc
+    if body.get("status") != "success":
+        raise QpsError(f"Prometheus refused {promql!r}: {body.get('error', body)}")
+    series = {}
+    for result in body["data"]["result"]:
+        labels = list(result["metric"].values())
+        series[labels[0] if labels else ""] = [(float(t), float(v)) for t, v in result["values"]]
+    return series
+
+
+def plot(series, title, width=760, height=320):
+    """An SVG line chart of {name: [(t, value)]}, stdlib only."""
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    points = [p for values in series.values() for p in values]
+    if not points:
+        raise QpsError("no samples in that period: is Prometheus scraping?")
+    t0, t1 = min(t for t, _ in points), max(t for t, _ in points)
+    top = max(max(v for _, v in points) * 1.1, 1.0)
+    left, right, upper, lower = 60, 150, 30, 40
+    plot_w, plot_h = width - left - right, height - upper - lower
+
+    def x(t):
+        return left + (t - t0) / max(t1 - t0, 1) * plot_w
+
+    def y(v):
+        return upper + plot_h - v / top * plot_h
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{left}" y="18" font-size="14">{title}</text>']
+    for i in range(5):
+        v = top * i / 4
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>'
+                   f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
+    for i in range(5):
+        t = t0 + (t1 - t0) * i / 4
+        out.append(f'<text x="{x(t):.1f}" y="{upper + plot_h + 18}" text-anchor="middle">'
+                   f'{time.strftime("%H:%M:%S", time.gmtime(t))}</text>')
+    out.append(f'<text x="14" y="{upper + plot_h / 2}" transform="rotate(-90 14 {upper + plot_h / 2})" '
+               'text-anchor="middle">requests per second</text>')
+    for i, (name, values) in enumerate(sorted(series.items())):
+        colour = colours[i % len(colours)]
+        path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in values)
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>'
+                   f'<text x="{left + plot_w + 10}" y="{upper + 16 + 18 * i}" fill="{colour}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 def sample(url):
@@ -89,12 +146,24 @@ def main(argv=None):
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between lines")
     parser.add_argument("--once", action="store_true", help="print one reading and exit")
     parser.add_argument("--queries", action="store_true", help="print the PromQL and exit")
+    parser.add_argument("--plot", metavar="SVG", help="write a chart of the last --minutes to this file and exit")
+    parser.add_argument("--minutes", type=float, default=5.0)
     args = parser.parse_args(argv)
     if args.queries:
         print("\n".join(f"{name}: {promql}" for name, promql in QUERIES.items()))
         return 0
     try:
         url = args.url or lab_url(args.inventory)
+        if args.plot:
+            end = time.time()
+            start = end - args.minutes * 60
+            series = {f"{name} (nginx)": values for name, values in
+                      query_range(url, QUERIES["nginx"], start, end, 2).items()}
+            series["load balancer"] = query_range(url, QUERIES["frontend"], start, end, 2).get("", [])
+            Path(args.plot).write_text(plot(series, "HTTPS requests per second, per web server and at the load balancer"),
+                                       encoding="utf-8")
+            print(f"qps: wrote {args.plot}")
+            return 0
         while True:
             print(render(sample(url)), flush=True)
             if args.once:
