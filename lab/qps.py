@@ -74,7 +74,9 @@ def plot(series, title, width=760, height=320):
     if not points:
         raise QpsError("no samples in that period: is Prometheus scraping?")
     t0, t1 = min(t for t, _ in points), max(t for t, _ in points)
-    top = max(max(v for _, v in points) * 1.1, 1.0)
+    peak = max(max(v for _, v in points), 1.0)
+    step = next(m * 10 ** e for e in range(7) for m in (1, 2, 2.5, 5) if m * 10 ** e * 4 >= peak)
+    top = step * 4  # four round gridlines above zero
     left, right, upper, lower = 60, 150, 30, 40
     plot_w, plot_h = width - left - right, height - upper - lower
 

@@ -91,3 +91,16 @@ def test_queries_are_printed_for_the_readme(capsys):
     assert qps.main(["--queries"]) == 0
     out = capsys.readouterr().out
     assert "nginx_http_requests_total" in out and "haproxy_server_http_responses_total" in out
+
+
+def test_plot_draws_one_line_per_series_on_round_gridlines():
+    series = {"web-01 (nginx)": [(0, 1.0), (2, 130.0)], "load balancer": [(0, 2.0), (2, 262.0)]}
+    svg = qps.plot(series, "title")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert svg.count("<polyline") == 2
+    assert ">400<" in svg and ">100<" in svg  # 262 peaks under four gridlines of 100
+
+
+def test_plot_without_samples_is_a_clear_error():
+    with pytest.raises(qps.QpsError, match="no samples"):
+        qps.plot({"web-01": []}, "title")
