@@ -33,38 +33,29 @@ class QpsError(Exception):
     """Prometheus could not be asked or did not answer a query."""
 
 
-def query(url, promql, timeout=10):
-    """Instant query: {label value: rate}, keyed by the result's only label (or "" for a sum)."""
-    full = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+def _results(url, endpoint, params, timeout):
+    """Ask Prometheus's HTTP API; its results, each keyed by its only label value ("" for a sum)."""
+    full = f"{url.rstrip('/')}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
     try:
         with urllib.request.urlopen(full, timeout=timeout) as response:
             body = json.load(response)
     except (OSError, ValueError) as exc:
         raise QpsError(f"cannot query Prometheus at {url}: {exc}") from exc
     if body.get("status") != "success":
-        raise QpsError(f"Prometheus refused {promql!r}: {body.get('error', body)}")
-    rates = {}
-    for result in body["data"]["result"]:
-        labels = list(result["metric"].values())
-        rates[labels[0] if labels else ""] = float(result["value"][1])
-    return rates
+        raise QpsError(f"Prometheus refused {params['query']!r}: {body.get('error', body)}")
+    return [(next(iter(r["metric"].values()), ""), r) for r in body["data"]["result"]]
+
+
+def query(url, promql, timeout=10):
+    """Instant query: {label value: rate}."""
+    return {key: float(r["value"][1]) for key, r in _results(url, "query", {"query": promql}, timeout)}
 
 
 def query_range(url, promql, start, end, step, timeout=20):
     """Range query: {label value: [(timestamp, rate)]}."""
-    params = urllib.parse.urlencode({"query": promql, "start": start, "end": end, "step": step})
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/query_range?{params}", timeout=timeout) as response:
-            body = json.load(response)
-    except (OSError, ValueError) as exc:
-        raise QpsError(f"cannot query Prometheus at {url}: {exc}") from exc
-    if body.get("status") != "success":
-        raise QpsError(f"Prometheus refused {promql!r}: {body.get('error', body)}")
-    series = {}
-    for result in body["data"]["result"]:
-        labels = list(result["metric"].values())
-        series[labels[0] if labels else ""] = [(float(t), float(v)) for t, v in result["values"]]
-    return series
+    params = {"query": promql, "start": start, "end": end, "step": step}
+    return {key: [(float(t), float(v)) for t, v in r["values"]]
+            for key, r in _results(url, "query_range", params, timeout)}
 
 
 def plot(series, title, width=760, height=320):
