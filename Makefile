@@ -10,7 +10,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 LAB_INVENTORY ?= inventory/lab
 LABCTL := $(PYTHON) lab/labctl.py
 
-.PHONY: help venv lock lab lab-up lab-down qps test lint unit molecule clean
+.PHONY: help venv lock lab lab-up lab-down qps bench test lint unit molecule clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ lab-down: ## Remove the lab's containers, network, SSH key and internal CA (imag
 
 qps: venv ## Live requests per second per web server and at the load balancer (lab's Prometheus)
 	$(BIN)/python lab/qps.py --inventory $(LAB_INVENTORY)
+
+bench: venv ## Benchmarks in a lab of their own: playbook cost against an apt floor, HTTPS serving (no pass/fail)
+	$(LABCTL) engine
+	$(BIN)/python lab/bench.py
 
 test: lint unit molecule ## Everything that proves the project
 

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""`make bench`: figures a reviewer can rerun. Prints a table, writes the figures as JSON.
+
+Never a pass/fail test: it measures, on this machine, in a lab of its own (containers
+`bench-*`, network 172.30.30.0/24, the lab inventory's hosts):
+
+1. Playbook cost: a full site.yml converge on fresh containers, a second (no-change) run and a
+   `--tags certs` run; beside them the floor, the same packages installed with plain apt-get
+   into fresh containers of the same images; and the ratios.
+2. Serving: HTTPS requests per second and p50/p99 latency with wrk from `client` through the
+   load balancer, against direct HTTPS from lb-01 to one web server (the reference), with
+   keep-alive and with a new TLS handshake per request; then the same through the load
+   balancer with HAProxy's connection reuse to the web servers off (before) and on (after).
+
+    python3 lab/bench.py [--json .cache/bench.json] [--duration 10] [--keep]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "bench"
+SUBNET = "172.30.30"
+STATE = ROOT / ".cache" / "bench"
+SERVERS = ("lb-01", "web-01", "web-02")
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed; the message says which."""
+
+
+def tool(name):
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
+
+
+def sh(cmd, *, env=None, timeout=3600, check=True):
+    """Run a command; (seconds it took, its output)."""
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout, check=False)
+    took = time.monotonic() - started
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+        raise BenchError(f"{' '.join(map(str, cmd[:4]))}... failed (rc {proc.returncode}):\n{tail}")
+    return took, proc.stdout
+
+
+def write_inventory():
+    """The lab inventory, moved to the bench's own subnet, SSH key and fact cache."""
+    inv = STATE / "inventory"
+    if inv.exists():
+        shutil.rmtree(inv)
+    shutil.copytree(ROOT / "inventory" / "lab", inv, ignore=shutil.ignore_patterns("pki"))
+    hosts = (inv / "hosts.yml").read_text().replace("172.30.10.", f"{SUBNET}.")
+    hosts = re.sub(r"\n\s+lab_publish: \[[^\]]*\]", "", hosts)
+    (inv / "hosts.yml").write_text(hosts)
+    allvars = inv / "group_vars" / "all.yml"
+    text = allvars.read_text().replace("172.30.10.", f"{SUBNET}.")
+    text = re.sub(r"(?m)^lab_ssh_dir: .*$", f"lab_ssh_dir: {ROOT / '.lab' / PREFIX / 'ssh'}", text)
+    allvars.write_text(text)
+    return inv
+
+
+def env():
+    return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                ANSIBLE_CACHE_PLUGIN_CONNECTION=str(STATE / "facts"),
+                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+
+
+def fresh_lab(inv):
+    """Remove the bench's containers and fact cache, start fresh ones."""
+    sh([sys.executable, "lab/labctl.py", "down", "--prefix", PREFIX])
+    shutil.rmtree(STATE / "facts", ignore_errors=True)
+    sh([sys.executable, "lab/labctl.py", "up", "--prefix", PREFIX, "--inventory", str(inv), "--no-publish"])
+
+
+def playbook(inv, *args):
+    took, out = sh([tool("ansible-playbook"), "-i", str(inv), *args], env=env())
+    changed = {h: int(c) for h, c in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.M)}
+    return round(took, 1), changed
+
+
+def docker_exec(host, command, timeout=1800):
+    return sh(["docker", "exec", f"{PREFIX}-{host}", "bash", "-c", command], timeout=timeout)
+
+
+def manual_packages(host):
+    return set(docker_exec(host, "apt-mark showmanual")[1].split())
+
+
+def floor(inv, packages):
+    """Fresh containers; the same packages with plain apt-get on every server at once."""
+    fresh_lab(inv)
+    base = {host: manual_packages(host) for host in SERVERS}
+
+    def install(host):
+        wanted = sorted(packages[host] - base[host])
+        took, _ = docker_exec(host, "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && "
+                              f"apt-get install -y -q {' '.join(wanted)} >/dev/null")
+        return host, took, len(wanted)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(SERVERS)) as pool:
+        results = list(pool.map(install, SERVERS))
+    return round(time.monotonic() - started, 1), {h: {"seconds": round(t, 1), "packages": n} for h, t, n in results}
+
+
+WRK_LINE = re.compile(r"Requests/sec:\s+([0-9.]+)")
+LATENCY = re.compile(r"^\s+(50|99)\.000%\s+([0-9.]+)(us|ms|s)\s*$", re.M)
+
+
+def wrk(host, url, duration, connections, close, host_header=None):
+    """One wrk run: requests per second and p50/p99 latency in ms."""
+    headers = (f"-H 'Host: {host_header}' " if host_header else "") + ("-H 'Connection: close' " if close else "")
+    _, out = docker_exec(host, f"wrk -t2 -c{connections} -d{duration}s --latency {headers}{url}", timeout=duration + 60)
+    rps = WRK_LINE.search(out)
+    lat = {p: float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u] for p, v, u in LATENCY.findall(out)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    if not rps or "50" not in lat or "99" not in lat:
+        raise BenchError(f"wrk printed no figures on {host}:\n{out}")
+    return {"rps": float(rps.group(1)), "p50_ms": round(lat["50"], 2), "p99_ms": round(lat["99"], 2),
+            "errors": errors.group(0) if errors else ""}
+
+
+def serving(inv, duration, connections):
+    web_address = f"{SUBNET}.11"
+    # wrk is on the client (lab/support.yml); the reference runs from lb-01, which alone may
+    # reach a web server's 443, so it gets wrk too (a bench container: nothing to keep clean).
+    docker_exec("lb-01", "command -v wrk >/dev/null || (apt-get update -q >/dev/null && "
+                         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null)")
+    runs = {}
+    for close in (False, True):
+        mode = "new TLS handshake per request" if close else "keep-alive"
+        runs[f"through the load balancer, {mode}"] = wrk("client", "https://www.foobar.com/", duration, connections, close)
+        runs[f"direct to web-01 (reference), {mode}"] = wrk("lb-01", f"https://{web_address}/", duration, connections,
+                                                            close, host_header="www.foobar.com")
+    playbook(inv, "site.yml", "--tags", "lb", "-e", "haproxy_http_reuse=never")
+    for close in (False, True):
+        mode = "new TLS handshake per request" if close else "keep-alive"
+        runs[f"before: http-reuse never, {mode}"] = wrk("client", "https://www.foobar.com/", duration, connections, close)
+    playbook(inv, "site.yml", "--tags", "lb")
+    return runs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=str(ROOT / ".cache" / "bench.json"))
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--keep", action="store_true", help="leave the bench containers running")
+    args = parser.parse_args(argv)
+    STATE.mkdir(parents=True, exist_ok=True)
+    figures = {"machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+    try:
+        inv = write_inventory()
+        fresh_lab(inv)
+        playbook(inv, "lab/support.yml")
+        full, changed_full = playbook(inv, "site.yml")
+        again, changed_again = playbook(inv, "site.yml")
+        certs, changed_certs = playbook(inv, "site.yml", "--tags", "certs")
+        packages = {host: manual_packages(host) for host in SERVERS}
+        figures["serving"] = serving(inv, args.duration, args.connections)
+        floor_total, floor_hosts = floor(inv, packages)
+        figures["playbook"] = {
+            "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,
+            "apt_floor_per_host": floor_hosts, "changed": {"full": changed_full, "no_change": changed_again,
+                                                           "certs": changed_certs},
+            "ratios": {"full / floor": round(full / floor_total, 2), "no-change / full": round(again / full, 2),
+                       "certs / no-change": round(certs / again, 2)}}
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            sh([sys.executable, "lab/labctl.py", "down", "--prefix", PREFIX], check=False)
+    Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    print(report(figures))
+    print(f"\nfigures: {args.json}")
+    return 0
+
+
+def report(figures):
+    p = figures["playbook"]
+    lines = ["playbook cost (seconds)",
+             f"  full converge, fresh containers   {p['full_converge_s']:>8}",
+             f"  second run, no change             {p['no_change_run_s']:>8}   changed: {p['changed']['no_change']}",
+             f"  --tags certs                      {p['certs_run_s']:>8}",
+             f"  floor: same packages, apt-get     {p['apt_floor_s']:>8}"]
+    lines += [f"  {name:<34}{value:>8}" for name, value in p["ratios"].items()]
+    lines += ["", f"serving ({'requests/s':>10} {'p50 ms':>8} {'p99 ms':>8})"]
+    lines += [f"  {name:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}"
+              for name, r in figures["serving"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
