@@ -10,7 +10,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 LAB_INVENTORY ?= inventory/lab
 LABCTL := $(PYTHON) lab/labctl.py
 
-.PHONY: help venv lock lab lab-up lab-down qps bench test lint unit molecule clean
+.PHONY: help venv lock lab lab-up lab-down qps bench drills test lint unit molecule clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ bench: venv ## Benchmarks in a lab of their own: playbook cost against an apt fl
 	$(LABCTL) engine
 	$(BIN)/python lab/bench.py
 
-test: lint unit molecule ## Everything that proves the project
+test: lint unit molecule drills ## Everything that proves the project
 
 lint: venv ## yamllint, ansible-lint (production profile), syntax check of every inventory
 	$(BIN)/yamllint --strict .
@@ -59,12 +59,16 @@ lint: venv ## yamllint, ansible-lint (production profile), syntax check of every
 unit: venv ## Python unit tests (filter plugins, lab tool, bad input)
 	$(BIN)/pytest -q tests/unit
 
-molecule: venv ## molecule test of each scenario: default (ufw) and iptables, lab in Docker, over SSH
+molecule: venv ## molecule test of the scenarios default (ufw) and iptables, lab in Docker, over SSH
 	$(LABCTL) engine
-	rm -f .cache/failover-drill-*.json
 	$(BIN)/molecule test --scenario-name default
 	$(BIN)/molecule test --scenario-name iptables
-	@for f in .cache/failover-drill-*.json; do echo "database failover drill ($$f): $$(cat $$f)"; done
+
+drills: venv ## Failure drills under load (scenario drills), pass/fail, each printing its figures
+	$(LABCTL) engine
+	rm -f .cache/drills-drl.json
+	$(BIN)/molecule test --scenario-name drills
+	@echo "drill figures (.cache/drills-drl.json):"; cat .cache/drills-drl.json
 
 clean: ## Remove the virtualenv and caches (not the lab: see lab-down)
 	rm -rf $(VENV) .cache .pytest_cache

@@ -1,5 +1,6 @@
 """Helpers shared by the scenario's testinfra tests."""
 
+import json
 import os
 import re
 import subprocess
@@ -54,13 +55,28 @@ def container(name):
     return f"{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}-{name}"
 
 
+def record_drill(name, figures):
+    """Keep a drill's figures in .cache/drills-<scenario prefix>.json (`make drills` prints them)."""
+    path = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / \
+        f"drills-{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}.json"
+    path.parent.mkdir(exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = figures
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "drill: disruptive test, run after all the others")
+    config.addinivalue_line("markers", "drill(last=False): disruptive test (scenario drills), after all the others; "
+                                       "last=True: after the other drills too")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Disruptive drills (a server killed) run last, whatever their module."""
-    items.sort(key=lambda item: item.get_closest_marker("drill") is not None)
+    """Disruptive drills (a server killed) run last, whatever their module; the database
+    failover, which swaps the servers' roles, after every other drill."""
+    def order(item):
+        marker = item.get_closest_marker("drill")
+        return 0 if marker is None else 2 if marker.kwargs.get("last") else 1
+    items.sort(key=order)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import container, get, names_of, playbook, recap
+from conftest import container, get, names_of, playbook, recap, record_drill
 
 testinfra_hosts = ["ansible://" + names_of("db_primary")[0]]
 
@@ -192,7 +192,7 @@ def swapped_inventory(tmp_path, new_primary, old_primary):
     return target
 
 
-@pytest.mark.drill
+@pytest.mark.drill(last=True)
 def test_failover_drill_loses_no_committed_write(host, tmp_path):
     """Kill the primary's container mid-stream, fail over, check every acknowledged write."""
     new_primary = get(REPLICAS[0])
@@ -223,10 +223,7 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     assert sql(new_primary, "SELECT @@global.read_only") == [["0"]]
     figure = {"acknowledged_writes": len(acked), "lost": len(missing),
               "kill_to_first_accepted_write_s": round(first_write - killed_at, 2)}
-    report = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".cache",
-                  f"failover-drill-{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}.json")
-    report.parent.mkdir(exist_ok=True)
-    report.write_text(json.dumps(figure) + "\n")
+    record_drill("database primary killed under committed writes, then the failover runbook", figure)
     slowest = run.stdout.split("TASKS RECAP")[-1].splitlines()[3:9]
     print(f"\nfailover drill: {json.dumps(figure)}\nslowest failover tasks:\n" + "\n".join(slowest))
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import container, get, hosts_of, names_of, playbook, recap
+from conftest import container, get, hosts_of, names_of, playbook, recap, record_drill
 
 SITE = "www.foobar.com"
 ROOTS = "/tmp/pebble-roots.pem"
@@ -171,7 +171,8 @@ def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
     assert codes[-1] == "done" and codes[:-1] == ["200"] * 150, {c: codes.count(c) for c in set(codes)}
 
 
-def test_acme_ca_down_keeps_the_old_certificate_and_fails_clearly(host):
+@pytest.mark.drill
+def test_acme_ca_down_keeps_the_old_certificate_and_fails_clearly_then_renews(host):
     acme = get("acme")
     before = served_serial(host)
     with acme.sudo():
@@ -188,8 +189,19 @@ def test_acme_ca_down_keeps_the_old_certificate_and_fails_clearly(host):
     assert "keeps serving" in said
     assert served_serial(host) == before
     assert https(host)[0] == 200
+    # The CA is back: the next renewal succeeds (pebble has new roots since its restart).
+    run = playbook("--tags", "certs", "-e", "certbot_force_renew=true")
+    assert run.returncode == 0, run.stdout[-2000:]
+    renewed = served_serial(host)
+    assert renewed != before
+    host.run_test(f"curl -sSfk https://acme:15000/roots/0 -o {ROOTS}")
+    assert https(host)[0] == 200
+    record_drill("ACME CA down during a forced renewal", {
+        "old_certificate_kept": True, "run_failed_clearly": True, "renewed_after_the_ca_returned": True,
+        "serial_before": before.split("=")[-1], "serial_after": renewed.split("=")[-1]})
 
 
+@pytest.mark.drill
 def test_stopping_nginx_on_a_web_server_costs_no_request(host):
     web = webservers()[0]
     server = get(web)
@@ -200,6 +212,8 @@ def test_stopping_nginx_on_a_web_server_costs_no_request(host):
             f"for i in $(seq 60); do curl -s --cacert {ROOTS} -o /dev/null -w '%{{http_code}}\\n' "
             f"https://{SITE}/; done")
         counts = json.dumps({c: codes.split().count(c) for c in set(codes.split())})
+        record_drill("nginx stopped on a web server", {"requests": len(codes.split()),
+                                                       "failed": sum(c != "200" for c in codes.split())})
         assert codes.split() == ["200"] * 60, counts
     finally:
         with server.sudo():

@@ -1,0 +1,237 @@
+"""Failure drills on the live servers, each under a steady HTTPS load from `client`, each
+reporting its figure (record_drill: .cache/drills-<scenario prefix>.json, printed by
+`make drills`):
+
+- a web server's container killed: zero failed client requests;
+- a web server's container restarted: zero failed client requests, and every service, firewall
+  rule, replication link and exporter comes back by itself;
+- bad input: malformed policies and variable files each stop the run naming the field, and no
+  host changed (their state compared before and after).
+
+The ACME-down drill is in test_https.py, the database failover drill in test_db.py.
+"""
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+
+from conftest import SERVER_GROUPS, container, get, names_of, playbook, record_drill
+
+SITE = "www.foobar.com"
+pytestmark = pytest.mark.drill
+testinfra_hosts = ["ansible://client"]
+
+LOAD = r"""
+import subprocess, sys, time
+# One request at a time, each on a new connection, for the given seconds: every status code.
+end = time.time() + float(sys.argv[1])
+with open(sys.argv[2], "w") as out:
+    while time.time() < end:
+        code = subprocess.run(["curl", "-sk", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code}",
+                               "https://www.foobar.com/"], capture_output=True, text=True).stdout
+        out.write(code + "\n"); out.flush()
+    out.write("done\n")
+"""
+
+
+def docker(*args):
+    subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def steady_load(host):
+    """Start a load of `seconds`; return a function that waits for it and counts the codes."""
+    def start(seconds):
+        host.run_test(f"cat > /tmp/load.py <<'EOF'\n{LOAD}\nEOF")
+        host.run_test(f"setsid -f python3 /tmp/load.py {seconds} /tmp/load.out > /dev/null 2>&1 < /dev/null")
+        time.sleep(2)
+
+        def finish():
+            deadline = time.time() + seconds + 30
+            while time.time() < deadline and not host.file("/tmp/load.out").contains("^done"):
+                time.sleep(0.5)
+            codes = host.file("/tmp/load.out").content_string.split()
+            assert codes and codes[-1] == "done", "the load did not finish"
+            return {code: codes[:-1].count(code) for code in set(codes[:-1])}
+        return finish
+    return start
+
+
+def wait_until(check, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    pytest.fail(f"not within {seconds} s: {what}")
+
+
+def serving_hosts(client, count=20):
+    """Which web servers answered `count` requests through the load balancer."""
+    out = client.check_output("for i in $(seq %s); do curl -sk https://www.foobar.com/ | "
+                              "grep -o 'id=\"server\">[a-z0-9-]*' ; done", count)
+    return {line.split(">")[1] for line in out.splitlines()}
+
+
+def test_a_web_servers_container_killed_under_load_costs_no_request(host, steady_load):
+    webs = set(names_of("webservers"))
+    web = sorted(webs)[-1]
+    finish = steady_load(20)
+    docker("kill", container(web))
+    killed = time.time()
+    try:
+        counts = finish()
+        survivors = serving_hosts(host)
+    finally:
+        docker("start", container(web))
+    wait_until(lambda: web in serving_hosts(host, 10), 120, f"{web} serving again after a start")
+    failed = sum(n for c, n in counts.items() if c != "200")
+    record_drill("web container killed under load", {"requests": sum(counts.values()), "failed": failed,
+                                               "serving_again_after_start_s": round(time.time() - killed, 1)})
+    assert failed == 0 and counts.get("200", 0) > 20, counts
+    assert survivors == webs - {web}
+
+
+def reachable(server):
+    """Whether a fresh command gets through to the server (it may be rebooting)."""
+    try:
+        return server.run("true").rc == 0
+    except Exception:  # pylint: disable=broad-except  (the connection itself fails while it reboots)
+        return False
+
+
+def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
+    web = names_of("webservers")[-1]
+    server = get(web)
+    groups = server.ansible.get_variables()["group_names"]
+    finish = steady_load(25)
+    started = time.time()
+    docker("restart", "--time", "5", container(web))
+    time.sleep(5)
+    wait_until(lambda: reachable(server), 120, f"{web} answering SSH again")
+    counts = finish()
+    back = {}
+    # Services, by themselves.
+    units = ["nginx", "chrony", "prometheus-node-exporter"] + (["prometheus-nginx-exporter"] if "webservers" in groups
+                                                               else [])
+    if {"db_primary", "db_replica"} & set(groups):
+        units += ["mariadb", "prometheus-mysqld-exporter"]
+    for unit in units:
+        wait_until(lambda u=unit: server.service(u).is_running, 60, f"{unit} running on {web}")
+    back["services_s"] = round(time.time() - started, 1)
+    # The firewall, default deny, loaded at boot: the outsider is dropped, the load balancer admitted.
+    with server.sudo():
+        rules = server.check_output("iptables -S INPUT")
+    assert "-P INPUT DROP" in rules, rules
+    address = server.ansible.get_variables()["ansible_host"]
+    assert host.run(f"curl -sk -o /dev/null --connect-timeout 3 https://{address}/").rc == 28
+    assert get(names_of("loadbalancers")[0]).run(f"curl -sk -o /dev/null --connect-timeout 3 "
+                                                 f"-H 'Host: {SITE}' https://{address}/").rc == 0
+    # Replication, reconnected by itself, semi-synchronous again.
+    if "db_replica" in groups:
+        def replicating():
+            with server.sudo():
+                status = server.check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
+            return "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status
+        wait_until(replicating, 60, f"replication running on {web}")
+        primary = get(names_of("db_primary")[0])
+
+        def semisync_clients():
+            with primary.sudo():
+                out = primary.check_output("mariadb -N -e \"SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'\"")
+            return out.split()[-1] == "1"
+        wait_until(semisync_clients, 60, "the primary has its semi-sync replica back")
+        back["replication_s"] = round(time.time() - started, 1)
+    # Back in the load balancer's pool.
+    wait_until(lambda: web in serving_hosts(host, 10), 60, f"{web} serving again")
+    back["serving_s"] = round(time.time() - started, 1)
+    failed = sum(n for c, n in counts.items() if c != "200")
+    record_drill("server restarted under load", {"requests": sum(counts.values()), "failed": failed, **back})
+    assert failed == 0, counts
+
+
+# --- Bad input ------------------------------------------------------------------------------
+
+BAD_INPUT = [
+    ({"firewall_flows": [{"name": "x", "from": "nosuch", "to": "webservers", "ports": [80]}]},
+     "flow 'x': from: unknown group or host 'nosuch'"),
+    ({"firewall_flows": [{"name": "x", "from": "any", "to": "nosuch", "ports": [80]}]},
+     "flow 'x': to: unknown group or host 'nosuch'"),
+    ({"firewall_flows": [{"name": "x", "from": "10.0.0.0/40", "to": "webservers", "ports": [80]}]},
+     "invalid CIDR '10.0.0.0/40'"),
+    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [70000]}]},
+     "port 70000 is out of range"),
+    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": ["90:80"]}]},
+     "runs backwards"),
+    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [80], "proto": "gre"}]},
+     "proto: unknown protocol 'gre'"),
+    ({"firewall_flows": [{"name": "https-lb-to-web", "from": "any", "to": "webservers", "ports": [81]}]},
+     "flow 'https-lb-to-web': duplicate name"),
+    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [80], "action": "allow"}]},
+     "unknown field 'action'"),
+    ({"firewall_flows": "open everything"}, "firewall_flows"),
+    ({"firewall_backend": "pf"}, "firewall_backend"),
+    ({"common_admin_authorized_keys": []}, "common_admin_authorized_keys"),
+    ({"common_ssh_port": "twenty-two"}, "common_ssh_port"),
+    ({"common_ssh_permit_root_login": "yes"}, "common_ssh_permit_root_login"),
+    ({"pki_ca_passphrase": ""}, "pki_ca_passphrase"),
+    ({"certbot_acme_server": "http://acme.example/dir"}, "certbot_acme_server"),
+    ({"haproxy_stats_bind": "0.0.0.0:8404"}, "haproxy_stats_bind"),
+    ({"haproxy_http_reuse": "sometimes"}, "haproxy_http_reuse"),
+    ({"nginx_status_listen": "0.0.0.0:8080"}, "nginx_status_listen"),
+    ({"mysql_replication_password": ""}, "mysql_replication_password"),
+    ({"mysql_server_id": 7}, "both have server id 7"),
+    ({"mysql_semisync_wait_point": "WHENEVER"}, "mysql_semisync_wait_point"),
+    ({"exporters_listen_address": "0.0.0.0"}, "exporters_listen_address"),
+    ({"sumologic_install": True}, "sumologic_installation_token"),
+    ({"sumologic_mysql_password": ""}, "sumologic_mysql_password"),
+]
+
+STATE = r"""
+set -u
+cd /
+{ for f in /etc/nginx/nginx.conf /etc/haproxy/haproxy.cfg /etc/ufw/user.rules /etc/ufw/user6.rules \
+           /etc/iptables/rules.v4 /etc/iptables/rules.v6 /etc/ssh/sshd_config /etc/ssh/sshd_config.d/* \
+           /etc/mysql/mariadb.conf.d/6* /etc/default/prometheus-* /etc/otelcol-sumo/conf.d/* /etc/chrony/chrony.conf; do
+    [ -f "$f" ] && sha256sum "$f"; done
+  dpkg-query -W -f '${Package} ${Version}\n'
+  systemctl list-unit-files --state=enabled --no-legend --plain | awk '{print $1}'
+  iptables -S; getent passwd | cut -d: -f1
+} | sha256sum | cut -d' ' -f1
+"""
+
+
+def host_state():
+    """A fingerprint of every server: managed files, packages, running services, rules, users."""
+    out = {}
+    for name in names_of(*SERVER_GROUPS):
+        server = get(name)
+        with server.sudo():
+            out[name] = server.check_output("bash -c %s", STATE)
+    return out
+
+
+def test_bad_input_stops_every_run_naming_the_field_and_changes_no_host(tmp_path):
+    before = host_state()
+
+    def attempt(case):
+        number, (variables, field) = case
+        path = tmp_path / f"bad-{number}.yml"
+        path.write_text(yaml.safe_dump(variables))
+        run = playbook("-e", f"@{path}")
+        said = " ".join((run.stdout + run.stderr).split())
+        return field, run.returncode, field in said, "PLAY [Common baseline" in run.stdout
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(attempt, enumerate(BAD_INPUT)))
+    after = host_state()
+    record_drill("bad input", {"cases": len(BAD_INPUT), "stopped_naming_the_field": sum(
+        1 for _, rc, named, reached in results if rc != 0 and named and not reached),
+        "hosts_changed": sorted(n for n in before if before[n] != after[n])})
+    assert len(BAD_INPUT) >= 20
+    for field, rc, named, reached in results:
+        assert rc != 0 and named and not reached, f"{field}: rc {rc}, named {named}, reached the hosts {reached}"
+    assert before == after, "a run with bad input changed a host"
