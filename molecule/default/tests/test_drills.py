@@ -71,8 +71,8 @@ def wait_until(check, seconds, what):
 
 def serving_hosts(client, count=20):
     """Which web servers answered `count` requests through the load balancer."""
-    out = client.check_output("for i in $(seq %s); do curl -sk https://www.foobar.com/ | "
-                              "grep -o 'id=\"server\">[a-z0-9-]*' ; done", count)
+    out = client.check_output(f"for i in $(seq {int(count)}); do curl -sk https://www.foobar.com/ | "
+                              "grep -o 'id=\"server\">[a-z0-9-]*' ; done")
     return {line.split(">")[1] for line in out.splitlines()}
 
 

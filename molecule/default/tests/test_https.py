@@ -175,13 +175,16 @@ def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
 def test_acme_ca_down_keeps_the_old_certificate_and_fails_clearly_then_renews(host):
     acme = get("acme")
     before = served_serial(host)
+    # Down as seen from the network (connections refused), without restarting pebble: a real
+    # CA keeps its accounts and roots across an outage, and pebble forgets both when it restarts.
+    block = "iptables -{} INPUT -p tcp --dport 14000 -j REJECT --reject-with tcp-reset"
     with acme.sudo():
-        acme.run_test("systemctl stop pebble")
+        acme.run_test(block.format("I"))
     try:
         run = playbook("--tags", "certs", "-e", "certbot_force_renew=true")
     finally:
         with acme.sudo():
-            acme.run_test("systemctl start pebble")
+            acme.run_test(block.format("D"))
     assert run.returncode != 0
     said = " ".join((run.stdout + run.stderr).split())
     assert "certbot could not get a certificate for www.foobar.com from https://acme:14000/dir" in said
@@ -189,12 +192,11 @@ def test_acme_ca_down_keeps_the_old_certificate_and_fails_clearly_then_renews(ho
     assert "keeps serving" in said
     assert served_serial(host) == before
     assert https(host)[0] == 200
-    # The CA is back: the next renewal succeeds (pebble has new roots since its restart).
+    # The CA is back: the next renewal succeeds.
     run = playbook("--tags", "certs", "-e", "certbot_force_renew=true")
     assert run.returncode == 0, run.stdout[-2000:]
     renewed = served_serial(host)
     assert renewed != before
-    host.run_test(f"curl -sSfk https://acme:15000/roots/0 -o {ROOTS}")
     assert https(host)[0] == 200
     record_drill("ACME CA down during a forced renewal", {
         "old_certificate_kept": True, "run_failed_clearly": True, "renewed_after_the_ca_returned": True,
