@@ -198,6 +198,7 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     new_primary = get(REPLICAS[0])
     password = secret("mysql_app_password")
     sql(host, "CREATE TABLE IF NOT EXISTS failover_drill (id INT AUTO_INCREMENT PRIMARY KEY, n INT)", "foobar")
+    sql(host, "CREATE TABLE IF NOT EXISTS probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64))", "foobar")
     new_primary.run_test(f"cat > /tmp/writer.py <<'EOF'\n{WRITER}\nEOF\ncat > /tmp/prober.py <<'EOF'\n{PROBER}\nEOF")
     new_primary.run_test(f"rm -f /tmp/acked /tmp/first-write; setsid -f python3 /tmp/writer.py {address(PRIMARY)} "
                          f"{password} /tmp/acked > /tmp/writer.err 2>&1 < /dev/null")
