@@ -113,20 +113,25 @@ def floor(inv, packages):
 
 
 WRK_LINE = re.compile(r"Requests/sec:\s+([0-9.]+)")
-LATENCY = re.compile(r"^\s+(50|99)\.000%\s+([0-9.]+)(us|ms|s)\s*$", re.M)
+LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([0-9.]+)(us|ms|s)\s*$", re.M)
+
+
+def parse_wrk(out):
+    """wrk's report to requests per second, p50/p99 latency in ms and its error lines."""
+    rps = WRK_LINE.search(out)
+    lat = {p: float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u] for p, v, u in LATENCY.findall(out)}
+    if not rps or "50" not in lat or "99" not in lat:
+        raise BenchError(f"wrk printed no figures:\n{out}")
+    errors = re.findall(r"^\s*(Non-2xx or 3xx responses: \d+|Socket errors: .*)$", out, re.M)
+    return {"rps": float(rps.group(1)), "p50_ms": round(lat["50"], 2), "p99_ms": round(lat["99"], 2),
+            "errors": "; ".join(errors)}
 
 
 def wrk(host, url, duration, connections, close, host_header=None):
-    """One wrk run: requests per second and p50/p99 latency in ms."""
+    """One wrk run from a host."""
     headers = (f"-H 'Host: {host_header}' " if host_header else "") + ("-H 'Connection: close' " if close else "")
     _, out = docker_exec(host, f"wrk -t2 -c{connections} -d{duration}s --latency {headers}{url}", timeout=duration + 60)
-    rps = WRK_LINE.search(out)
-    lat = {p: float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u] for p, v, u in LATENCY.findall(out)}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
-    if not rps or "50" not in lat or "99" not in lat:
-        raise BenchError(f"wrk printed no figures on {host}:\n{out}")
-    return {"rps": float(rps.group(1)), "p50_ms": round(lat["50"], 2), "p99_ms": round(lat["99"], 2),
-            "errors": errors.group(0) if errors else ""}
+    return parse_wrk(out)
 
 
 def serving(inv, duration, connections):
@@ -138,13 +143,13 @@ def serving(inv, duration, connections):
     runs = {}
     for close in (False, True):
         mode = "new TLS handshake per request" if close else "keep-alive"
-        runs[f"through the load balancer, {mode}"] = wrk("client", "https://www.foobar.com/", duration, connections, close)
-        runs[f"direct to web-01 (reference), {mode}"] = wrk("lb-01", f"https://{web_address}/", duration, connections,
+        runs[f"through the load balancer, {mode}"] = wrk("client", "https://www.foobar.com:443/", duration, connections, close)
+        runs[f"direct to web-01 (reference), {mode}"] = wrk("lb-01", f"https://{web_address}:443/", duration, connections,
                                                             close, host_header="www.foobar.com")
     playbook(inv, "site.yml", "--tags", "lb", "-e", "haproxy_http_reuse=never")
     for close in (False, True):
         mode = "new TLS handshake per request" if close else "keep-alive"
-        runs[f"before: http-reuse never, {mode}"] = wrk("client", "https://www.foobar.com/", duration, connections, close)
+        runs[f"before: http-reuse never, {mode}"] = wrk("client", "https://www.foobar.com:443/", duration, connections, close)
     playbook(inv, "site.yml", "--tags", "lb")
     return runs
 

@@ -1,0 +1,48 @@
+"""lab/bench.py's parsing of wrk reports and its copy of the lab inventory."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
+import bench  # noqa: E402  pylint: disable=wrong-import-position
+
+REPORT = """Running 10s test @ https://www.foobar.com:443/
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.50ms    3.67ms 139.03ms   96.54%
+  Latency Distribution
+     50%  920.00us
+     75%    1.37ms
+     90%    2.34ms
+     99%   1.36s
+  152262 requests in 10.01s, 105.57MB read
+  Socket errors: connect 0, read 3, write 0, timeout 0
+  Non-2xx or 3xx responses: 12
+Requests/sec:  15218.57
+Transfer/sec:     10.55MB
+"""
+
+
+def test_wrk_report_gives_rate_latencies_in_ms_and_errors():
+    figures = bench.parse_wrk(REPORT)
+    assert figures == {"rps": 15218.57, "p50_ms": 0.92, "p99_ms": 1360.0,
+                       "errors": "Socket errors: connect 0, read 3, write 0, timeout 0; Non-2xx or 3xx responses: 12"}
+
+
+def test_wrk_report_without_latency_distribution_is_an_error():
+    with pytest.raises(bench.BenchError, match="no figures"):
+        bench.parse_wrk("Requests/sec:  10.0\n")
+
+
+def test_bench_inventory_is_the_lab_moved_to_its_own_subnet_and_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "STATE", tmp_path)
+    inv = bench.write_inventory()
+    hosts = (inv / "hosts.yml").read_text()
+    assert "172.30.10." not in hosts and f"{bench.SUBNET}.10" in hosts
+    assert "lab_publish: [" not in hosts
+    allvars = (inv / "group_vars" / "all.yml").read_text()
+    assert f"lab_ssh_dir: {bench.ROOT / '.lab' / 'bench' / 'ssh'}" in allvars
+    assert f"{bench.SUBNET}.1/32" in allvars
+    assert not (inv / "pki").exists()
