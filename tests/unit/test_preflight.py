@@ -83,6 +83,8 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"firewall_flows": [{"name": "web-from-anywhere", "from": "any", "to": "webservers", "ports": [81]}]},
      "flow 'web-from-anywhere': duplicate name"),
     ({"firewall_flows": "open everything"}, "firewall_flows"),
+    ({"firewall_ufw_defaults": {"incoming": "drop"}}, "firewall_ufw_defaults"),
+    ({"firewall_ufw_defaults": {"inbound": "deny"}}, "firewall_ufw_defaults"),
     ({"pki_ca_passphrase": ""}, "pki_ca_passphrase"),
     ({"certbot_acme_server": "http://acme.example/dir"}, "certbot_acme_server"),
     ({"certbot_domains": ["WWW.Example..com"]}, "certbot_domains"),
