@@ -9,8 +9,11 @@ Never a pass/fail test: it measures, on this machine, in a lab of its own (conta
    into fresh containers of the same images; and the ratios.
 2. Serving: HTTPS requests per second and p50/p99 latency with wrk from `client` through the
    load balancer, against direct HTTPS from lb-01 to one web server (the reference), with
-   keep-alive and with a new TLS handshake per request; then the same through the load
-   balancer with HAProxy's connection reuse to the web servers off (before) and on (after).
+   keep-alive and with a new TLS handshake per request; then each tuning of TUNINGS before
+   and after, in the same run.
+
+Each playbook's output (with ansible.posix.profile_tasks and profile_roles) is kept in
+.cache/bench/<run>.log.
 
     python3 lab/bench.py [--json .cache/bench.json] [--duration 10] [--keep]
 """
@@ -70,6 +73,8 @@ def write_inventory():
 
 def env():
     return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks,ansible.posix.profile_roles",
+                PROFILE_TASKS_TASK_OUTPUT_LIMIT="40",
                 ANSIBLE_CACHE_PLUGIN_CONNECTION=str(STATE / "facts"),
                 PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 
@@ -81,10 +86,13 @@ def fresh_lab(inv):
     sh([sys.executable, "lab/labctl.py", "up", "--prefix", PREFIX, "--inventory", str(inv), "--no-publish"])
 
 
-def playbook(inv, *args):
+def playbook(inv, *args, log=None):
+    """Run a playbook; (seconds, changed per host, its output). ``log``: keep its output in .cache/bench/."""
     took, out = sh([tool("ansible-playbook"), "-i", str(inv), *args], env=env())
     changed = {h: int(c) for h, c in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.M)}
-    return round(took, 1), changed
+    if log:
+        (STATE / f"{log}.log").write_text(out)
+    return round(took, 1), changed, out
 
 
 def docker_exec(host, command, timeout=1800):
@@ -134,24 +142,59 @@ def wrk(host, url, duration, connections, close, host_header=None):
     return parse_wrk(out)
 
 
-def serving(inv, duration, connections):
+MODES = {"keep-alive": False, "new TLS handshake per request": True}
+LB_URL = "https://www.foobar.com:443/"
+
+# Each tuning: what it changes, which play applies it, the path it is measured on, and the
+# extra variables of its "before" and "after" (after: the roles' defaults, unless the
+# comparison needs another setting held fixed on both sides).
+TUNINGS = [
+    {"name": "connection reuse to the web servers", "tags": "lb", "path": "lb",
+     "before": {"haproxy_http_reuse": "never"}, "after": {}},
+    {"name": "TLS session resumption to the web servers (http-reuse never on both sides, so every "
+             "client connection opens a server connection)", "tags": "lb", "path": "lb",
+     "before": {"haproxy_http_reuse": "never", "haproxy_backend_tls_session_reuse": False},
+     "after": {"haproxy_http_reuse": "never"}},
+    {"name": "nginx worker processes (1, then auto: one per CPU)", "tags": "web", "path": "direct",
+     "before": {"nginx_worker_processes": 1}, "after": {}},
+]
+
+
+def serving_paths(duration, connections):
+    """The two paths, each mode: (path, mode) -> wrk's figures."""
     web_address = f"{SUBNET}.11"
+    return {
+        "lb": lambda close: wrk("client", LB_URL, duration, connections, close),
+        "direct": lambda close: wrk("lb-01", f"https://{web_address}:443/", duration, connections, close,
+                                    host_header="www.foobar.com"),
+    }
+
+
+def serving(inv, duration, connections):
+    """Both paths in both modes, then each tuning before and after, side by side."""
     # wrk is on the client (lab/support.yml); the reference runs from lb-01, which alone may
     # reach a web server's 443, so it gets wrk too (a bench container: nothing to keep clean).
     docker_exec("lb-01", "command -v wrk >/dev/null || (apt-get update -q >/dev/null && "
                          "DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null)")
-    runs = {}
-    for close in (False, True):
-        mode = "new TLS handshake per request" if close else "keep-alive"
-        runs[f"through the load balancer, {mode}"] = wrk("client", "https://www.foobar.com:443/", duration, connections, close)
-        runs[f"direct to web-01 (reference), {mode}"] = wrk("lb-01", f"https://{web_address}:443/", duration, connections,
-                                                            close, host_header="www.foobar.com")
-    playbook(inv, "site.yml", "--tags", "lb", "-e", "haproxy_http_reuse=never")
-    for close in (False, True):
-        mode = "new TLS handshake per request" if close else "keep-alive"
-        runs[f"before: http-reuse never, {mode}"] = wrk("client", "https://www.foobar.com:443/", duration, connections, close)
-    playbook(inv, "site.yml", "--tags", "lb")
-    return runs
+    paths = serving_paths(duration, connections)
+    runs = {f"{label}, {mode}": paths[path](close)
+            for path, label in (("lb", "through the load balancer"), ("direct", "direct to web-01 (reference)"))
+            for mode, close in MODES.items()}
+    tunings = []
+    for tuning in TUNINGS:
+        result = {"name": tuning["name"], "path": tuning["path"]}
+        for side in ("before", "after"):
+            extra = tuning[side]
+            playbook(inv, "site.yml", "--tags", tuning["tags"], *extra_vars(extra))
+            result[side] = {"vars": extra, **{mode: paths[tuning["path"]](close) for mode, close in MODES.items()}}
+        tunings.append(result)
+    playbook(inv, "site.yml", "--tags", "lb,web")
+    return {"runs": runs, "tunings": tunings}
+
+
+def extra_vars(values):
+    """`-e` arguments for a dict of variables (JSON keeps their types)."""
+    return ["-e", json.dumps(values)] if values else []
 
 
 def main(argv=None):
@@ -167,15 +210,16 @@ def main(argv=None):
         inv = write_inventory()
         fresh_lab(inv)
         playbook(inv, "lab/support.yml")
-        full, changed_full = playbook(inv, "site.yml")
-        again, changed_again = playbook(inv, "site.yml")
-        certs, changed_certs = playbook(inv, "site.yml", "--tags", "certs")
+        full, changed_full, _ = playbook(inv, "site.yml", log="full")
+        again, changed_again, again_out = playbook(inv, "site.yml", log="no-change")
+        again_roles = role_times(again_out)
+        certs, changed_certs, _ = playbook(inv, "site.yml", "--tags", "certs", log="certs")
         packages = {host: manual_packages(host) for host in SERVERS}
         figures["serving"] = serving(inv, args.duration, args.connections)
         floor_total, floor_hosts = floor(inv, packages)
         figures["playbook"] = {
             "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,
-            "apt_floor_per_host": floor_hosts, "changed": {"full": changed_full, "no_change": changed_again,
+            "apt_floor_per_host": floor_hosts, "no_change_roles": again_roles, "changed": {"full": changed_full, "no_change": changed_again,
                                                            "certs": changed_certs},
             "ratios": {"full / floor": round(full / floor_total, 2), "no-change / full": round(again / full, 2),
                        "certs / no-change": round(certs / again, 2)}}
@@ -199,10 +243,32 @@ def report(figures):
              f"  --tags certs                      {p['certs_run_s']:>8}",
              f"  floor: same packages, apt-get     {p['apt_floor_s']:>8}"]
     lines += [f"  {name:<34}{value:>8}" for name, value in p["ratios"].items()]
+    if p.get("no_change_roles"):
+        lines += ["", "no-change run, seconds per role (ansible.posix.profile_roles)"]
+        lines += [f"  {role:<34}{took:>8}" for role, took in p["no_change_roles"].items()]
+    serving = figures["serving"]
     lines += ["", f"serving ({'requests/s':>10} {'p50 ms':>8} {'p99 ms':>8})"]
     lines += [f"  {name:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}"
-              for name, r in figures["serving"].items()]
+              for name, r in serving["runs"].items()]
+    for tuning in serving["tunings"]:
+        lines += ["", f"tuning: {tuning['name']} ({tuning['path']})"]
+        for side in ("before", "after"):
+            for mode in MODES:
+                r = tuning[side][mode]
+                label = f"{side} {json.dumps(tuning[side]['vars'])}, {mode}"
+                lines.append(f"  {label:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}")
     return "\n".join(lines)
+
+
+ROLE_LINE = re.compile(r"^(\S.*?) -+ (\d+\.\d+)s$", re.M)
+
+
+def role_times(out):
+    """ansible.posix.profile_roles' recap: role (or module, outside roles) -> seconds, slowest first."""
+    recap = out.partition("ROLES RECAP")[2].partition("~~~~")[0]
+    if not recap:
+        raise BenchError("the playbook printed no ROLES RECAP (is ansible.posix.profile_roles enabled?)")
+    return {name: float(took) for name, took in ROLE_LINE.findall(recap)}
 
 
 if __name__ == "__main__":

@@ -46,3 +46,36 @@ def test_bench_inventory_is_the_lab_moved_to_its_own_subnet_and_key(tmp_path, mo
     assert f"lab_ssh_dir: {bench.ROOT / '.lab' / 'bench' / 'ssh'}" in allvars
     assert f"{bench.SUBNET}.1/32" in allvars
     assert not (inv / "pki").exists()
+
+
+RECAP = """PLAY RECAP *********************************************************************
+lb-01                      : ok=180  changed=0    unreachable=0    failed=0    skipped=60   rescued=0    ignored=0
+
+ROLES RECAP ********************************************************************
+Tuesday 24 November 2026  21:02:11 +0000 (0:00:00.101)       0:01:08.310 ******
+===============================================================================
+common ----------------------------------------------------------------- 21.50s
+firewall --------------------------------------------------------------- 12.07s
+include_role ------------------------------------------------------------ 0.90s
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+total ------------------------------------------------------------------ 34.47s
+
+TASKS RECAP ********************************************************************
+===============================================================================
+common : Install the packages ------------------------------------------- 3.10s
+"""
+
+
+def test_role_times_read_the_roles_recap_only():
+    assert bench.role_times(RECAP) == {"common": 21.5, "firewall": 12.07, "include_role": 0.9}
+
+
+def test_role_times_without_a_recap_is_an_error():
+    with pytest.raises(bench.BenchError, match="ROLES RECAP"):
+        bench.role_times("PLAY RECAP ***\n")
+
+
+def test_tuning_variables_keep_their_types():
+    assert bench.extra_vars({}) == []
+    assert bench.extra_vars({"haproxy_backend_tls_session_reuse": False, "nginx_worker_processes": 1}) == [
+        "-e", '{"haproxy_backend_tls_session_reuse": false, "nginx_worker_processes": 1}']
