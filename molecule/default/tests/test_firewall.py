@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import SERVER_GROUPS, get, hosts_of
+from conftest import SERVER_GROUPS, get, hosts_of, playbook, recap
 
 # 9100 node, 9113 nginx, 9104 mysqld and 8405 HAProxy exporters: the monitoring host only.
 PORTS = (22, 80, 443, 3306, 8405, 9100, 9104, 9113, 9999)
@@ -150,3 +150,36 @@ def test_policy_itself_never_mentions_ssh():
             flows += yaml.safe_load(handle)["firewall_flows"]
     assert len(flows) >= 4, "the policy lost its flows"
     assert all(str(port) != "22" for flow in flows for port in flow["ports"])
+
+
+MARKER = "-p tcp --dport 9 -m comment --comment reload-marker -j DROP"
+
+
+def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():
+    """A run with nothing to change must not reload ufw (every reload flushes and rebuilds its
+    chains); a rule added by hand with `ufw allow` is drift, and the next run removes it."""
+    name = "web-02"
+    server = get(name)
+    if server.ansible.get_variables().get("firewall_backend", "ufw") != "ufw":
+        pytest.skip("the iptables backend loads whole files")
+    client = get("client").ansible.get_variables()["ansible_host"]
+    with server.sudo():
+        # A rule put straight into ufw's chain survives exactly as long as ufw does not reload.
+        server.run_test(f"iptables -A ufw-user-input {MARKER}")
+        try:
+            run = playbook("--tags", "firewall", "--limit", name)
+            assert run.returncode == 0, run.stdout[-3000:]
+            assert recap(run)[name] == 0, run.stdout[-3000:]
+            assert server.run(f"iptables -C ufw-user-input {MARKER}").rc == 0, "a no-change run reloaded ufw"
+
+            server.run_test(f"ufw allow proto tcp from {client} to any port 9999")
+            assert "9999" in server.check_output("ufw show added")
+            run = playbook("--tags", "firewall", "--limit", name)
+            assert run.returncode == 0, run.stdout[-3000:]
+            assert recap(run)[name] >= 1
+            assert "9999" not in server.check_output("ufw show added"), "the rule added by hand is still there"
+            assert f"{client}" not in server.check_output("iptables -S ufw-user-input")
+            assert server.run(f"iptables -C ufw-user-input {MARKER}").rc != 0, "the removal did not reload ufw"
+        finally:
+            server.run(f"iptables -D ufw-user-input {MARKER}")
+            server.run(f"ufw delete allow proto tcp from {client} to any port 9999")
