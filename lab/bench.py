@@ -95,6 +95,37 @@ def playbook(inv, *args, log=None):
     return round(took, 1), changed, out
 
 
+CALLS = 40
+
+
+def module_call_cost(inv, calls=CALLS):
+    """Seconds per module call on the servers at once: the smallest task there is
+    (ansible.builtin.ping, `calls` times on every server), so a run of N tasks per host cannot
+    take less than about N times this."""
+    book = STATE / "module-calls.yml"
+    book.write_text(f"""---
+- name: Bench | the cost of one module call on every server
+  hosts: loadbalancers:webservers:db_primary:db_replica
+  gather_facts: false
+  tasks:
+    - name: One ping, then {calls} more
+      ansible.builtin.ping:
+    - name: Timed pings
+      ansible.builtin.ping:
+      loop: "{{{{ range({calls}) | list }}}}"
+""")
+    took, _, out = playbook(inv, str(book))
+    match = re.search(r"Timed pings -+ (\d+\.\d+)s", out)
+    if not match:
+        raise BenchError("the module-call playbook printed no time for its timed pings")
+    return round(float(match.group(1)) / calls, 3)
+
+
+def tasks_run(out):
+    """Tasks a host really ran in a playbook (ok, not skipped), per host, from the recap."""
+    return {host: int(ok) for host, ok in re.findall(r"^(\S+)\s+: ok=(\d+)", out, re.M) if host != "localhost"}
+
+
 def docker_exec(host, command, timeout=1800):
     return sh(["docker", "exec", f"{PREFIX}-{host}", "bash", "-c", command], timeout=timeout)
 
@@ -160,6 +191,48 @@ TUNINGS = [
 ]
 
 
+S_TIME = re.compile(r"(\d+) connections in (\d+) real seconds")
+
+
+def parse_s_time(out):
+    """`openssl s_time`'s report: connections per second and the share of resumed sessions.
+
+    s_time prints one character per connection: `r` when the session was resumed, `*` (or the
+    protocol's letter) when the handshake was a full one.
+    """
+    runs = S_TIME.findall(out)
+    if not runs:
+        raise BenchError(f"openssl s_time printed no figures:\n{out[-2000:]}")
+    count, seconds = map(int, runs[-1])
+    marks = sum(line.count("r") for line in out.splitlines() if line and set(line) <= set("r*t3"))
+    return {"connections_per_s": round(count / max(seconds, 1), 1), "connections": count,
+            "resumed_share": round(marks / count, 3) if count else 0.0}
+
+
+def s_time(host, target, duration, reuse):
+    """One `openssl s_time` run from a host: full handshakes (-new) or resumed ones (-reuse)."""
+    mode = "-reuse" if reuse else "-new"
+    _, out = docker_exec(host, f"openssl s_time -connect {target} -www / "
+                               f"-time {duration} {mode} 2>&1", timeout=duration + 60)
+    return parse_s_time(out)
+
+
+def handshakes(duration):
+    """TLS session resumption, as a client that resumes sees it: one connection at a time,
+    a full handshake each (-new) against a resumed session each (-reuse)."""
+    targets = {"through the load balancer": ("client", "www.foobar.com:443"),
+               "direct to web-01 (reference)": ("lb-01", f"{SUBNET}.11:443")}
+    results = {}
+    for label, (host, target) in targets.items():
+        for reuse in (False, True):
+            name = f"{label}, {'resumed' if reuse else 'full'} handshake"
+            try:
+                results[name] = s_time(host, target, duration, reuse)
+            except (BenchError, subprocess.TimeoutExpired) as exc:  # a figure missing, not the whole bench
+                results[name] = {"error": str(exc)[:500]}
+    return results
+
+
 def serving_paths(duration, connections):
     """The two paths, each mode: (path, mode) -> wrk's figures."""
     web_address = f"{SUBNET}.11"
@@ -189,7 +262,7 @@ def serving(inv, duration, connections):
             result[side] = {"vars": extra, **{mode: paths[tuning["path"]](close) for mode, close in MODES.items()}}
         tunings.append(result)
     playbook(inv, "site.yml", "--tags", "lb,web")
-    return {"runs": runs, "tunings": tunings}
+    return {"runs": runs, "tunings": tunings, "handshakes": handshakes(duration)}
 
 
 def extra_vars(values):
@@ -210,6 +283,7 @@ def main(argv=None):
         inv = write_inventory()
         fresh_lab(inv)
         playbook(inv, "lab/support.yml")
+        call_s = module_call_cost(inv)
         full, changed_full, _ = playbook(inv, "site.yml", log="full")
         again, changed_again, again_out = playbook(inv, "site.yml", log="no-change")
         again_roles = role_times(again_out)
@@ -219,7 +293,8 @@ def main(argv=None):
         floor_total, floor_hosts = floor(inv, packages)
         figures["playbook"] = {
             "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,
-            "apt_floor_per_host": floor_hosts, "no_change_roles": again_roles, "changed": {"full": changed_full, "no_change": changed_again,
+            "apt_floor_per_host": floor_hosts, "no_change_roles": again_roles,
+            "module_call_s": call_s, "no_change_tasks": tasks_run(again_out), "changed": {"full": changed_full, "no_change": changed_again,
                                                            "certs": changed_certs},
             "ratios": {"full / floor": round(full / floor_total, 2), "no-change / full": round(again / full, 2),
                        "certs / no-change": round(certs / again, 2)}}
@@ -243,6 +318,10 @@ def report(figures):
              f"  --tags certs                      {p['certs_run_s']:>8}",
              f"  floor: same packages, apt-get     {p['apt_floor_s']:>8}"]
     lines += [f"  {name:<34}{value:>8}" for name, value in p["ratios"].items()]
+    if p.get("module_call_s"):
+        busiest = max(p["no_change_tasks"].values())
+        lines += [f"  one module call (ping, every server)  {p['module_call_s']:>5}   "
+                  f"x {busiest} tasks of the busiest host = {p['module_call_s'] * busiest:.1f} s"]
     if p.get("no_change_roles"):
         lines += ["", "no-change run, seconds per role (ansible.posix.profile_roles)"]
         lines += [f"  {role:<34}{took:>8}" for role, took in p["no_change_roles"].items()]
@@ -257,6 +336,10 @@ def report(figures):
                 r = tuning[side][mode]
                 label = f"{side} {json.dumps(tuning[side]['vars'])}, {mode}"
                 lines.append(f"  {label:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}")
+    if serving.get("handshakes"):
+        lines += ["", f"TLS handshakes, one connection at a time (openssl s_time) {'conn/s':>8} {'resumed':>8}"]
+        lines += [f"  {name:<58}{r['connections_per_s']:>10.1f} {r['resumed_share']:>8.0%}" if "error" not in r
+                  else f"  {name:<58} failed: {r['error'].splitlines()[0]}" for name, r in serving["handshakes"].items()]
     return "\n".join(lines)
 
 

@@ -79,3 +79,25 @@ def test_tuning_variables_keep_their_types():
     assert bench.extra_vars({}) == []
     assert bench.extra_vars({"haproxy_backend_tls_session_reuse": False, "nginx_worker_processes": 1}) == [
         "-e", '{"haproxy_backend_tls_session_reuse": false, "nginx_worker_processes": 1}']
+
+
+S_TIME_REUSE = """Collecting connection statistics for 10 seconds
+rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr*r
+
+82 connections in 0.21s; 390.48 connections/user sec, bytes read 21320
+82 connections in 10 real seconds, 260 bytes read per connection
+"""
+
+
+def test_s_time_report_gives_rate_and_resumed_share():
+    assert bench.parse_s_time(S_TIME_REUSE) == {"connections_per_s": 8.2, "connections": 82,
+                                                "resumed_share": 0.988}
+
+
+def test_s_time_without_figures_is_an_error():
+    with pytest.raises(bench.BenchError, match="s_time printed no figures"):
+        bench.parse_s_time("connect: Connection refused\nconnect:errno=111\n")
+
+
+def test_tasks_run_are_the_ok_counts_of_the_servers():
+    assert bench.tasks_run(RECAP + "localhost                  : ok=1    changed=0\n") == {"lb-01": 180}
