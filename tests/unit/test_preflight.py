@@ -53,6 +53,23 @@ def test_good_input_passes_preflight_without_touching_a_host(tmp_path):
     assert "UNREACHABLE" not in out
 
 
+def test_preflight_collects_each_hosts_packages_for_one_transaction(tmp_path):
+    rc, out = playbook(inventory(tmp_path, extra_vars={"firewall_backend": "iptables"}), "--tags", "preflight", "-v")
+    assert rc == 0, out
+    gathered = out.partition("TASK [Gather them for the common role]")[2].partition("\nTASK [")[0].partition("\nPLAY [")[0]
+    per_host = {}
+    for block in gathered.split("ok: [")[1:]:
+        host, _, rest = block.partition("]")
+        per_host[host] = sorted(line.strip()[2:] for line in rest.splitlines() if line.strip().startswith("- "))
+    assert per_host["lb-01"] == ["certbot", "haproxy", "prometheus-node-exporter", "python3-cryptography", "rsyslog"]
+    # web-01: nginx, the database (MariaDB by default) and three exporters; iptables-persistent
+    # is not collected (its role answers debconf first), ufw is not wanted with iptables.
+    assert per_host["web-01"] == ["mariadb-client", "mariadb-server", "nginx", "prometheus-mysqld-exporter",
+                                  "prometheus-nginx-exporter", "prometheus-node-exporter", "python3-cryptography",
+                                  "python3-pymysql"]
+    assert per_host["web-02"] == per_host["web-01"]
+
+
 @pytest.mark.parametrize("group", ["loadbalancers", "webservers", "db_primary", "db_replica"])
 def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     rc, out = playbook(inventory(tmp_path, drop=group))
