@@ -135,14 +135,15 @@ def manual_packages(host):
 
 
 def floor(inv, packages):
-    """Fresh containers; the same packages with plain apt-get on every server at once."""
+    """Fresh containers; the same packages with plain apt-get on every server at once (without
+    recommends, as the roles install them)."""
     fresh_lab(inv)
     base = {host: manual_packages(host) for host in SERVERS}
 
     def install(host):
         wanted = sorted(packages[host] - base[host])
         took, _ = docker_exec(host, "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && "
-                              f"apt-get install -y -q {' '.join(wanted)} >/dev/null")
+                              f"apt-get install -y -q --no-install-recommends {' '.join(wanted)} >/dev/null")
         return host, took, len(wanted)
 
     started = time.monotonic()
