@@ -245,12 +245,18 @@ def firewall_iptables(rules, family=4):
     return "\n".join(lines)
 
 
+def _ufw_key(proto, port, source):
+    """The key a rule is known by on both sides of the comparison: the policy's rules and the
+    rules read back from ufw's files (firewall_ufw_changes matches them by it)."""
+    return f"{proto}/{port}/{source}"
+
+
 def firewall_ufw_rules(rules):
     """Rules as arguments of community.general.ufw, each with a stable `key` and its family."""
     out = []
     for rule in rules:
         out.append({
-            "key": f"{rule['proto']}/{rule['port']}/{rule['source']}", "family": rule["family"],
+            "key": _ufw_key(rule["proto"], rule["port"], rule["source"]), "family": rule["family"],
             "proto": rule["proto"], "to_port": rule["port"], "from_ip": rule["source"],
             "comment": ",".join(rule["flows"])[:200],
         })
@@ -270,14 +276,15 @@ def _ufw_tuple(line):
     if not match:
         return None
     action, proto, dport, dst, sport, src, direction, comment = match.groups()
-    if action != "allow" or direction != "in" or sport != "any" or dst not in ANY or _cidr(src) is None:
+    network = _cidr(src)
+    if action != "allow" or direction != "in" or sport != "any" or dst not in ANY or network is None:
         return None
-    source = str(_cidr(src))
+    source = str(network)
     try:
         text = bytes.fromhex(comment or "").decode("utf-8", "replace")
     except ValueError:
         text = ""
-    rule = {"key": f"{proto}/{dport}/{source}", "family": _cidr(src).version, "proto": proto,
+    rule = {"key": _ufw_key(proto, dport, source), "family": network.version, "proto": proto,
             "from_ip": source, "comment": text}
     if dport != "any":
         rule["to_port"] = dport

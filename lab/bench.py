@@ -34,6 +34,7 @@ PREFIX = "bench"
 SUBNET = "172.30.30"
 STATE = ROOT / ".cache" / "bench"
 SERVERS = ("lb-01", "web-01", "web-02")
+WEB_01 = f"{SUBNET}.11"  # the reference web server, reached directly from lb-01
 
 
 class BenchError(Exception):
@@ -222,7 +223,7 @@ def handshakes(duration):
     """TLS session resumption, as a client that resumes sees it: one connection at a time,
     a full handshake each (-new) against a resumed session each (-reuse)."""
     targets = {"through the load balancer": ("client", "www.foobar.com:443"),
-               "direct to web-01 (reference)": ("lb-01", f"{SUBNET}.11:443")}
+               "direct to web-01 (reference)": ("lb-01", f"{WEB_01}:443")}
     results = {}
     for label, (host, target) in targets.items():
         for reuse in (False, True):
@@ -236,10 +237,9 @@ def handshakes(duration):
 
 def serving_paths(duration, connections):
     """The two paths, each mode: (path, mode) -> wrk's figures."""
-    web_address = f"{SUBNET}.11"
     return {
         "lb": lambda close: wrk("client", LB_URL, duration, connections, close),
-        "direct": lambda close: wrk("lb-01", f"https://{web_address}:443/", duration, connections, close,
+        "direct": lambda close: wrk("lb-01", f"https://{WEB_01}:443/", duration, connections, close,
                                     host_header="www.foobar.com"),
     }
 
