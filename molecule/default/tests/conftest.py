@@ -11,6 +11,8 @@ import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 SERVER_GROUPS = ("loadbalancers", "webservers", "db_primary", "db_replica")
+# The site's page names the web server that answered: <... id="server">web-01<...
+SERVED_BY = re.compile(r'id="server">([a-z0-9-]+)<')
 
 
 def hosts_of(*groups):
@@ -48,6 +50,12 @@ def recap(run):
     """{host: changed count} from a playbook run's recap."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
     return {host: int(changed) for host, changed in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", plain, re.M)}
+
+
+def served_by(body):
+    """The web server that answered, from the page's body (None if the page does not say)."""
+    match = SERVED_BY.search(body)
+    return match.group(1) if match else None
 
 
 def container(name):

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from conftest import SERVER_GROUPS, container, get, names_of, playbook, record_drill
+from conftest import SERVED_BY, SERVER_GROUPS, container, get, names_of, playbook, record_drill
 
 SITE = "www.foobar.com"
 pytestmark = pytest.mark.drill
@@ -71,9 +71,8 @@ def wait_until(check, seconds, what):
 
 def serving_hosts(client, count=20):
     """Which web servers answered `count` requests through the load balancer."""
-    out = client.check_output(f"for i in $(seq {int(count)}); do curl -sk https://www.foobar.com/ | "
-                              "grep -o 'id=\"server\">[a-z0-9-]*' ; done")
-    return {line.split(">")[1] for line in out.splitlines()}
+    out = client.check_output(f"for i in $(seq {int(count)}); do curl -sk https://www.foobar.com/; done")
+    return set(SERVED_BY.findall(out))
 
 
 def test_a_web_servers_container_killed_under_load_costs_no_request(host, steady_load):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import container, get, hosts_of, names_of, playbook, recap, record_drill
+from conftest import container, get, hosts_of, names_of, playbook, recap, record_drill, served_by
 
 SITE = "www.foobar.com"
 ROOTS = "/tmp/pebble-roots.pem"
@@ -33,11 +33,6 @@ def https(host, path="/", extra=""):
     out = host.check_output(f"curl -sS --cacert {ROOTS} {extra} -o /tmp/body -D /tmp/headers "
                             f"-w '%{{http_code}}' https://{SITE}{path}")
     return int(out), host.file("/tmp/headers").content_string, host.file("/tmp/body").content_string
-
-
-def served_by(body):
-    match = re.search(r'id="server">([a-z0-9-]+)<', body)
-    return match.group(1) if match else None
 
 
 def served_serial(host):
