@@ -3,7 +3,9 @@
 import json
 import os
 import re
+import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,46 @@ def served_by(body):
 def container(name):
     """The Docker container of a scenario host."""
     return f"{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}-{name}"
+
+
+# A client's steady load through the load balancer: one request at a time, each on a new
+# connection (a TLS handshake each), until the seconds pass or the stop file appears. One line
+# per request, "time status served-by", then "done".
+LOAD = r"""
+import os, re, subprocess, sys, time
+end, out_path, stop = time.time() + float(sys.argv[1]), sys.argv[2], sys.argv[2] + ".stop"
+served_by = re.compile(sys.argv[3])
+with open(out_path, "w") as out:
+    while time.time() < end and not os.path.exists(stop):
+        started = time.time()
+        got = subprocess.run(["curl", "-sk", "--max-time", "10", "-w", "\n%{http_code}", "https://www.foobar.com/"],
+                             capture_output=True, text=True).stdout
+        body, _, code = got.rpartition("\n")
+        server = served_by.search(body)
+        out.write(f"{started:.3f} {code or '000'} {server.group(1) if server else '-'}\n"); out.flush()
+    out.write("done\n")
+"""
+
+
+class Load:
+    """LOAD running on a host (the scenario's `client`): start, stop, read its requests."""
+
+    def __init__(self, host, seconds, path="/tmp/load.out"):
+        self.host, self.seconds, self.path = host, seconds, path
+        host.run_test(f"cat > /tmp/load.py <<'EOF'\n{LOAD}\nEOF")
+        host.run_test(f"rm -f {path} {path}.stop; setsid -f python3 /tmp/load.py {seconds} {path} "
+                      f"{shlex.quote(SERVED_BY.pattern)} > /dev/null 2>&1 < /dev/null")
+
+    def finish(self, stop=False):
+        """Wait for the load to end (or end it now); [(time, status, served_by)] of every request."""
+        if stop:
+            self.host.run_test(f"touch {self.path}.stop")
+        deadline = time.time() + (15 if stop else self.seconds + 30)
+        while time.time() < deadline and not self.host.file(self.path).contains("^done"):
+            time.sleep(0.5)
+        lines = self.host.file(self.path).content_string.splitlines()
+        assert lines and lines[-1] == "done", "the load did not finish"
+        return [(float(t), code, server) for t, code, server in (line.split() for line in lines[:-1])]
 
 
 def record_drill(name, figures):

@@ -18,44 +18,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from conftest import SERVED_BY, SERVER_GROUPS, container, get, names_of, playbook, record_drill
+from conftest import SERVED_BY, SERVER_GROUPS, Load, container, get, names_of, playbook, record_drill
 
 SITE = "www.foobar.com"
 pytestmark = pytest.mark.drill
 testinfra_hosts = ["ansible://client"]
 
-LOAD = r"""
-import subprocess, sys, time
-# One request at a time, each on a new connection, for the given seconds: every status code.
-end = time.time() + float(sys.argv[1])
-with open(sys.argv[2], "w") as out:
-    while time.time() < end:
-        code = subprocess.run(["curl", "-sk", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code}",
-                               "https://www.foobar.com/"], capture_output=True, text=True).stdout
-        out.write(code + "\n"); out.flush()
-    out.write("done\n")
-"""
-
-
-def docker(*args):
-    subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture
 def steady_load(host):
-    """Start a load of `seconds`; return a function that waits for it and counts the codes."""
+    """Start a load of `seconds` (conftest.LOAD); return a function that waits for it and counts the codes."""
     def start(seconds):
-        host.run_test(f"cat > /tmp/load.py <<'EOF'\n{LOAD}\nEOF")
-        host.run_test(f"setsid -f python3 /tmp/load.py {seconds} /tmp/load.out > /dev/null 2>&1 < /dev/null")
+        load = Load(host, seconds)
         time.sleep(2)
 
         def finish():
-            deadline = time.time() + seconds + 30
-            while time.time() < deadline and not host.file("/tmp/load.out").contains("^done"):
-                time.sleep(0.5)
-            codes = host.file("/tmp/load.out").content_string.split()
-            assert codes and codes[-1] == "done", "the load did not finish"
-            return {code: codes[:-1].count(code) for code in set(codes[:-1])}
+            codes = [code for _, code, _ in load.finish()]
+            return {code: codes.count(code) for code in set(codes)}
         return finish
     return start
 
