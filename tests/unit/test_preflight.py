@@ -4,6 +4,7 @@ Each case runs the real `ansible-playbook site.yml` against hosts whose SSH addr
 port on loopback: had anything tried to connect, the output would say UNREACHABLE.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,10 +40,10 @@ def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_r
     return path
 
 
-def playbook(inv, *args):
+def playbook(inv, *args, path="site.yml"):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory",
                ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(ROOT / "site.yml"), *args],
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(ROOT / path), *args],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=300, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -90,6 +91,12 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"common_packages": {"curl": "latest"}}, "common_packages"),
     ({"common_unattended_upgrades_reboot_time": "25:00"}, "common_unattended_upgrades_reboot_time"),
     ({"common_chrony_set_clock": "sometimes"}, "common_chrony_set_clock"),
+    ({"common_apt_mirror": "ftp://mirror.example/debian"}, "common_apt_mirror"),
+    ({"common_apt_security_mirror": "mirror.example/debian-security"}, "common_apt_security_mirror"),
+    ({"common_apt_components": []}, "common_apt_components"),
+    ({"common_apt_components": ["universe"]}, "common_apt_components"),
+    ({"common_unattended_upgrades_hold": ["^nginx(", "^haproxy$"]}, "common_unattended_upgrades_hold"),
+    ({"common_unattended_upgrades_blacklist": "nginx"}, "common_unattended_upgrades_blacklist"),
     ({"firewall_backend": "pf"}, "firewall_backend"),
     ({"firewall_flows": [{"name": "x", "from": "nosuch", "to": "webservers", "ports": [80]}]},
      "flow 'x': from: unknown group or host 'nosuch'"),
@@ -174,3 +181,32 @@ def test_production_example_passes_preflight(tmp_path):
                        "--vault-password-file", str(password))
     assert rc == 0, out
     assert "UNREACHABLE" not in out
+
+
+# playbooks/rolling-update.yml checks its input on the controller before any server is touched.
+@pytest.mark.parametrize("extra, field", [
+    ({"rolling_update_groups": ["webserver"]}, "rolling_update_groups must be one or more of"),
+    ({"rolling_update_groups": []}, "rolling_update_groups must name at least one group"),
+    ({"rolling_update_drain_timeout": "soon"}, "rolling_update_drain_timeout"),
+    ({"rolling_update_drain_timeout": 0}, "rolling_update_drain_timeout"),
+    ({"rolling_update_health_timeout": -5}, "rolling_update_health_timeout"),
+    ({"rolling_update_serial": 2}, "rolling_update_serial (2) would patch every one of the 2 hosts of 'webservers'"),
+    ({"rolling_update_serial": "all"}, "rolling_update_serial"),
+    ({"rolling_update_force_restart": "maybe"}, "rolling_update_force_restart"),
+])
+def test_bad_rolling_update_input_stops_before_any_server(tmp_path, extra, field):
+    inv = inventory(tmp_path)
+    rc, out = playbook(inv, "-e", json.dumps(extra), path="playbooks/rolling-update.yml")
+    assert rc != 0, out
+    assert field in " ".join(out.split()), out
+    assert "UNREACHABLE" not in out
+    assert "PLAY [Rolling update | database replicas" not in out or "no hosts matched" in out.split(
+        "PLAY [Rolling update | database replicas")[1].split("PLAY [")[0]
+
+
+def test_patching_the_primary_needs_a_replica_in_the_limit(tmp_path):
+    rc, out = playbook(inventory(tmp_path), "--limit", "web-01", path="playbooks/rolling-update.yml")
+    assert rc != 0, out
+    assert "no database replica is" in " ".join(out.split()), out
+    assert "UNREACHABLE" not in out
+
