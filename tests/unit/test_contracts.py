@@ -18,7 +18,7 @@ def test_rolling_update_drives_haproxy_where_the_haproxy_role_puts_it():
     rolling, haproxy = defaults("rolling_update"), defaults("haproxy")
     socket = re.search(r"^\s*stats socket (\S+) .*level admin", template, re.M)
     assert socket and socket.group(1) == rolling["rolling_update_haproxy_socket"]
-    backend = re.search(rf"^backend {re.escape(rolling['rolling_update_haproxy_backend'])}\n(.*?)^\S",
+    backend = re.search(rf"^backend {re.escape(rolling['rolling_update_haproxy_backend'])}\n(.*?)^(?:backend|frontend|listen|defaults) ",
                         template, re.M | re.S)
     assert backend and "groups[haproxy_backend_group]" in backend.group(1), "the web servers' backend moved"
     assert rolling["rolling_update_health_path"] == haproxy["haproxy_health_path"]
