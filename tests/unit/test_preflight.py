@@ -200,3 +200,17 @@ def test_production_example_passes_preflight(tmp_path):
                        "--vault-password-file", str(password))
     assert rc == 0, out
     assert "UNREACHABLE" not in out
+
+
+def test_load_balancer_limits_come_from_the_web_servers_published_capacity(tmp_path):
+    """haproxy_server_maxconn's default is derived from what each web server publishes
+    (nginx_max_clients); run without the web servers and without a cached fact, the run stops
+    saying where the value would have come from, unless it is set."""
+    rc, out = playbook(inventory(tmp_path), "--tags", "preflight", "--limit", "lb-01")
+    assert rc != 0, out
+    said = " ".join(out.split())
+    assert "haproxy_server_maxconn must be a number of requests, 1 or more, got '0'" in said
+    assert "'web-01': 'unknown'" in said
+    rc, out = playbook(inventory(tmp_path, extra_vars={"haproxy_server_maxconn": 200}), "--tags", "preflight",
+                       "--limit", "lb-01")
+    assert rc == 0, out
