@@ -10,7 +10,11 @@ Never a pass/fail test: it measures, on this machine, in a lab of its own (conta
 2. Serving: HTTPS requests per second and p50/p99 latency with wrk from `client` through the
    load balancer, against direct HTTPS from lb-01 to one web server (the reference), with
    keep-alive and with a new TLS handshake per request; then each tuning of TUNINGS before
-   and after, in the same run.
+   and after, in the same run; then the connection curve (CURVE_CONNECTIONS) through the load
+   balancer with the settings from before the overload work (OVERLOAD_BEFORE) and after, and
+   the knee of each curve.
+
+The bench's client stands in for many visitors: it is on the rate limit's allow-list.
 
 Each playbook's output (with ansible.posix.profile_tasks and profile_roles) is kept in
 .cache/bench/<run>.log.
@@ -35,6 +39,7 @@ SUBNET = "172.30.30"
 STATE = ROOT / ".cache" / "bench"
 SERVERS = ("lb-01", "web-01", "web-02")
 WEB_01 = f"{SUBNET}.11"  # the reference web server, reached directly from lb-01
+CLIENT = f"{SUBNET}.30"  # wrk's host
 
 
 class BenchError(Exception):
@@ -68,6 +73,8 @@ def write_inventory():
     allvars = inv / "group_vars" / "all.yml"
     text = allvars.read_text().replace("172.30.10.", f"{SUBNET}.")
     text = re.sub(r"(?m)^lab_ssh_dir: .*$", f"lab_ssh_dir: {ROOT / '.lab' / PREFIX / 'ssh'}", text)
+    text += ("\n# The bench's client stands in for many visitors at full speed: never rate limited.\n"
+             f"haproxy_rate_limit_allow: [{CLIENT}]\n")
     allvars.write_text(text)
     return inv
 
@@ -155,23 +162,36 @@ def floor(inv, packages):
 
 WRK_LINE = re.compile(r"Requests/sec:\s+([0-9.]+)")
 LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([0-9.]+)(us|ms|s)\s*$", re.M)
+WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.M)
+WRK_NON_2XX = re.compile(r"^\s*Non-2xx or 3xx responses: (\d+)", re.M)
+WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
 def parse_wrk(out):
-    """wrk's report to requests per second, p50/p99 latency in ms and its error lines."""
+    """wrk's report: requests per second, p50/p99 latency in ms and its error lines; and, as
+    numbers, the requests it completed, those answered other than 2xx/3xx and its socket
+    errors (connect, read, write, timeout)."""
     rps = WRK_LINE.search(out)
     lat = {p: float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u] for p, v, u in LATENCY.findall(out)}
-    if not rps or "50" not in lat or "99" not in lat:
+    requests = WRK_REQUESTS.search(out)
+    if not rps or not requests or "50" not in lat or "99" not in lat:
         raise BenchError(f"wrk printed no figures:\n{out}")
     errors = re.findall(r"^\s*(Non-2xx or 3xx responses: \d+|Socket errors: .*)$", out, re.M)
+    non_2xx = WRK_NON_2XX.search(out)
+    socket = WRK_SOCKET.search(out)
     return {"rps": float(rps.group(1)), "p50_ms": round(lat["50"], 2), "p99_ms": round(lat["99"], 2),
-            "errors": "; ".join(errors)}
+            "errors": "; ".join(errors), "requests": int(requests.group(1)),
+            "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+            "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
+                                      map(int, socket.groups() if socket else (0, 0, 0, 0))))}
 
 
-def wrk(host, url, duration, connections, close, host_header=None):
-    """One wrk run from a host."""
+def wrk(host, url, duration, connections, close, host_header=None, timeout=None):
+    """One wrk run from a host (``timeout``: seconds before wrk counts a request as timed out)."""
     headers = (f"-H 'Host: {host_header}' " if host_header else "") + ("-H 'Connection: close' " if close else "")
-    _, out = docker_exec(host, f"wrk -t2 -c{connections} -d{duration}s --latency {headers}{url}", timeout=duration + 60)
+    limit = f"--timeout {timeout}s " if timeout else ""
+    _, out = docker_exec(host, f"wrk -t2 -c{connections} -d{duration}s {limit}--latency {headers}{url}",
+                         timeout=duration + 60 + (timeout or 0))
     return parse_wrk(out)
 
 
@@ -262,8 +282,57 @@ def serving(inv, duration, connections):
             playbook(inv, "site.yml", "--tags", tuning["tags"], *extra_vars(extra))
             result[side] = {"vars": extra, **{mode: paths[tuning["path"]](close) for mode, close in MODES.items()}}
         tunings.append(result)
+    curve = connection_curve(inv, duration)
     playbook(inv, "site.yml", "--tags", "lb,web")
-    return {"runs": runs, "tunings": tunings, "handshakes": handshakes(duration)}
+    return {"runs": runs, "tunings": tunings, "curve": curve, "handshakes": handshakes(duration)}
+
+
+CURVE_CONNECTIONS = (100, 1000, 5000)
+# The serving settings from before the overload work (issue 20), as -e: no per-server limit
+# (a number no run reaches), HAProxy's frontend limit as large as its derived default was,
+# a 30 s queue, health checks whose whole budget was `inter` with fall 2 and no watch of real
+# traffic, no rate limit, and nginx's old sizes. Today's preflight refuses them (they are the
+# bug: HAProxy may open more connections than nginx holds), so the bench also tells it that
+# nginx holds them (nginx_max_clients), which is exactly the old configuration's mistake.
+OVERLOAD_BEFORE = {
+    "haproxy_server_maxconn": 100000, "haproxy_frontend_maxconn": 100000, "haproxy_queue_timeout": "30s",
+    "haproxy_check_fall": 2, "haproxy_check_timeout": "2s", "haproxy_check_error_limit": 0,
+    "haproxy_rate_limit_enabled": False,
+    "nginx_worker_connections": 1024, "nginx_listen_backlog": 511, "nginx_keepalive_requests": 1000,
+    "nginx_max_clients": 1000000,
+}
+CURVE_TIMEOUT_S = 30  # wrk's request timeout on the curve: past the old 30 s queue, nothing is cut short
+
+
+def connection_curve(inv, duration):
+    """Requests/s and p99 through the load balancer at each of CURVE_CONNECTIONS, before and
+    after, each mode; the knee of each curve."""
+    curve = {}
+    for side, extra in (("before", OVERLOAD_BEFORE), ("after", {})):
+        playbook(inv, "site.yml", "--tags", "lb,web", *extra_vars(extra), log=f"curve-{side}")
+        curve[side] = {"vars": extra}
+        for mode, close in MODES.items():
+            points = {}
+            for connections in CURVE_CONNECTIONS:
+                try:
+                    points[connections] = wrk("client", LB_URL, duration, connections, close, timeout=CURVE_TIMEOUT_S)
+                except (BenchError, subprocess.TimeoutExpired) as exc:  # a point missing, not the whole bench
+                    points[connections] = {"error": str(exc)[:500]}
+            curve[side][mode] = {"points": points, "knee": knee(points)}
+    return curve
+
+
+def knee(points, gain=0.10):
+    """The knee of a throughput curve {connections: wrk figures}: the connection count past
+    which more connections add less than `gain` (10%) requests/s, only latency (None when a
+    point is missing). The last point when throughput still rises at the end."""
+    ordered = sorted(points.items())
+    if not ordered or any("rps" not in figures for _, figures in ordered):
+        return None
+    for (connections, figures), (_, following) in zip(ordered, ordered[1:]):
+        if following["rps"] < figures["rps"] * (1 + gain):
+            return connections
+    return ordered[-1][0]
 
 
 def extra_vars(values):
@@ -337,11 +406,35 @@ def report(figures):
                 r = tuning[side][mode]
                 label = f"{side} {json.dumps(tuning[side]['vars'])}, {mode}"
                 lines.append(f"  {label:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}")
+    if serving.get("curve"):
+        lines += curve_report(serving["curve"])
     if serving.get("handshakes"):
         lines += ["", f"TLS handshakes, one connection at a time (openssl s_time) {'conn/s':>8} {'resumed':>8}"]
         lines += [f"  {name:<58}{r['connections_per_s']:>10.1f} {r['resumed_share']:>8.0%}" if "error" not in r
                   else f"  {name:<58} failed: {r['error'].splitlines()[0]}" for name, r in serving["handshakes"].items()]
     return "\n".join(lines)
+
+
+def curve_report(curve):
+    """The connection curve, before and after side by side, and each curve's knee."""
+    lines = ["", "connection curve through the load balancer: before (settings of OVERLOAD_BEFORE) and after "
+                 "(the roles' defaults)",
+             f"  {'mode':<32}{'connections':>12}{'before req/s':>14}{'p99 ms':>10}{'after req/s':>14}{'p99 ms':>10}"]
+
+    def cell(figures):
+        if "rps" not in figures:
+            return f"{'failed':>14}{'':>10}"
+        return f"{figures['rps']:>14.0f}{figures['p99_ms']:>10.2f}"
+    for mode in MODES:
+        for connections in CURVE_CONNECTIONS:
+            before = curve["before"][mode]["points"][connections]
+            after = curve["after"][mode]["points"][connections]
+            errors = "; ".join(f"{side}: {f.get('errors') or f.get('error', '')}" for side, f in
+                               (("before", before), ("after", after)) if f.get("errors") or f.get("error"))
+            lines.append(f"  {mode:<32}{connections:>12}{cell(before)}{cell(after)}  {errors}".rstrip())
+        lines.append(f"  {'':<32}knee: before at {curve['before'][mode]['knee']} connections, "
+                     f"after at {curve['after'][mode]['knee']}")
+    return lines
 
 
 ROLE_LINE = re.compile(r"^(\S.*?) -+ (\d+\.\d+)s$", re.M)

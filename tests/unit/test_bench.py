@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
@@ -28,7 +29,16 @@ Transfer/sec:     10.55MB
 def test_wrk_report_gives_rate_latencies_in_ms_and_errors():
     figures = bench.parse_wrk(REPORT)
     assert figures == {"rps": 15218.57, "p50_ms": 0.92, "p99_ms": 1360.0,
-                       "errors": "Socket errors: connect 0, read 3, write 0, timeout 0; Non-2xx or 3xx responses: 12"}
+                       "errors": "Socket errors: connect 0, read 3, write 0, timeout 0; Non-2xx or 3xx responses: 12",
+                       "requests": 152262, "non_2xx": 12,
+                       "socket_errors": {"connect": 0, "read": 3, "write": 0, "timeout": 0}}
+
+
+def test_wrk_report_without_errors_counts_zero():
+    clean = "\n".join(line for line in REPORT.splitlines() if "errors" not in line and "Non-2xx" not in line)
+    figures = bench.parse_wrk(clean)
+    assert figures["non_2xx"] == 0 and figures["requests"] == 152262
+    assert figures["socket_errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}
 
 
 def test_wrk_report_without_latency_distribution_is_an_error():
@@ -101,3 +111,48 @@ def test_s_time_without_figures_is_an_error():
 
 def test_tasks_run_are_the_ok_counts_of_the_servers():
     assert bench.tasks_run(RECAP + "localhost                  : ok=1    changed=0\n") == {"lb-01": 180}
+
+
+def point(rps, p99=1.0):
+    return {"rps": rps, "p50_ms": 0.5, "p99_ms": p99, "errors": ""}
+
+
+def test_knee_is_where_more_connections_stop_adding_throughput():
+    assert bench.knee({100: point(10000), 1000: point(10500), 5000: point(9000)}) == 100
+    assert bench.knee({100: point(5000), 1000: point(9000), 5000: point(9200)}) == 1000
+    assert bench.knee({100: point(5000), 1000: point(9000), 5000: point(12000)}) == 5000
+
+
+def test_knee_of_a_curve_with_a_missing_point_is_unknown():
+    assert bench.knee({100: point(10000), 1000: {"error": "wrk failed"}, 5000: point(9000)}) is None
+    assert bench.knee({}) is None
+
+
+def test_curve_report_puts_before_and_after_side_by_side_with_the_knee():
+    points = {c: point(1000.0 * i, p99=10.0 * i) for i, c in enumerate(bench.CURVE_CONNECTIONS, 1)}
+    failed = {**points, 5000: {"error": "wrk printed no figures"}}
+    curve = {side: {mode: {"points": pts, "knee": bench.knee(pts)} for mode in bench.MODES}
+             for side, pts in (("before", failed), ("after", points))}
+    lines = bench.curve_report(curve)
+    row = next(line for line in lines if line.split()[:2] == ["keep-alive", "1000"])
+    assert row.split()[-4:] == ["2000", "20.00", "2000", "20.00"]
+    failed_row = next(line for line in lines if line.split()[:2] == ["keep-alive", "5000"])
+    assert "failed" in failed_row and "before: wrk printed no figures" in failed_row
+    assert "knee: before at None connections, after at 5000" in "\n".join(lines)
+
+
+def test_bench_client_is_on_the_rate_limit_allow_list(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "STATE", tmp_path)
+    allvars = (bench.write_inventory() / "group_vars" / "all.yml").read_text()
+    assert f"haproxy_rate_limit_allow: [{bench.CLIENT}]" in allvars
+    hosts = (tmp_path / "inventory" / "hosts.yml").read_text()
+    assert f"ansible_host: {bench.CLIENT}" in hosts
+
+
+def test_old_settings_of_the_curve_are_the_variables_the_roles_declare():
+    declared = set()
+    for role in ("haproxy", "nginx"):
+        declared |= set(yaml.safe_load((bench.ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+                        ["argument_specs"]["main"]["options"])
+    # nginx_max_clients is the fact the nginx role publishes, overridden on purpose (see OVERLOAD_BEFORE).
+    assert set(bench.OVERLOAD_BEFORE) - {"nginx_max_clients"} <= declared

@@ -114,8 +114,34 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"certbot_domains": ["WWW.Example..com"]}, "certbot_domains"),
     ({"haproxy_stats_bind": "0.0.0.0:8404"}, "haproxy_stats_bind"),
     ({"haproxy_http_reuse": "sometimes"}, "haproxy_http_reuse"),
+    ({"haproxy_server_maxconn": 0}, "haproxy_server_maxconn must be a number of requests, 1 or more, got '0'"),
+    ({"haproxy_server_maxconn": "lots"}, "haproxy_server_maxconn"),
+    # 2 x 3000 busy and idle connections from the one load balancer: more than 4096 - 100.
+    ({"haproxy_server_maxconn": 3000}, "haproxy_server_maxconn (3000) is more than web-01 holds"),
+    ({"nginx_worker_connections": 1024, "haproxy_server_maxconn": 512},
+     "nginx_max_clients=924 (nginx_worker_connections"),
+    ({"haproxy_queue_timeout": "soon"}, "haproxy_queue_timeout must be an HAProxy time"),
+    ({"haproxy_queue_timeout": "10m"}, "haproxy_queue_timeout (10m) must be from 1s to 1m"),
+    ({"haproxy_check_timeout": "5 s"}, "haproxy_check_timeout must be an HAProxy time"),
+    ({"haproxy_check_fall": 0}, "haproxy_check_fall (0)"),
+    ({"haproxy_check_error_limit": -1}, "haproxy_check_error_limit (-1)"),
+    ({"haproxy_frontend_maxconn": 10}, "haproxy_frontend_maxconn must be from 100 to 500000 connections, got '10'"),
+    ({"haproxy_maxconn": 5000}, "haproxy_maxconn (5000) must be at least the sum of the frontends' limits, 20100"),
+    ({"haproxy_rate_limit_requests": -1}, "haproxy_rate_limit_requests must be 1 or more requests, got '-1'"),
+    ({"haproxy_rate_limit_period": "10 seconds"}, "haproxy_rate_limit_period must be an HAProxy time"),
+    ({"haproxy_rate_limit_period": "100ms"}, "haproxy_rate_limit_period (100ms) from 1s to 1d"),
+    ({"haproxy_rate_limit_allow": ["10.0.0.0/40"]}, "haproxy_rate_limit_allow must list IP addresses or CIDR networks; not one: 10.0.0.0/40"),
+    ({"haproxy_rate_limit_allow": "10.0.0.0/8"}, "haproxy_rate_limit_allow"),
+    ({"haproxy_rate_limit_enabled": "sometimes"}, "haproxy_rate_limit_enabled"),
+    ({"haproxy_local_port_range": "1024-65535"}, "haproxy_local_port_range must be 'LOW HIGH'"),
+    ({"haproxy_local_port_range": "8000 65535"}, "leaving out this role's listening ports (8405, 8404, 8402)"),
     ({"nginx_status_listen": "0.0.0.0:8080"}, "nginx_status_listen"),
     ({"nginx_tls_protocols": ["TLSv1.1"]}, "nginx_tls_protocols"),
+    ({"nginx_worker_connections": "many"}, "nginx_worker_connections"),
+    ({"nginx_worker_connections": 100}, "nginx_worker_connections must be a number of connections per worker from 512"),
+    ({"nginx_worker_rlimit_nofile": 5000}, "nginx_worker_rlimit_nofile (5000) must be at least twice nginx_worker_connections (4096)"),
+    ({"nginx_listen_backlog": 100000}, "nginx_listen_backlog must be a queue length from 128 to 65535, got '100000'"),
+    ({"nginx_keepalive_timeout": 2}, "nginx_keepalive_timeout (2) must be at least 10 seconds"),
     ({"mysql_replication_password": ""}, "mysql_replication_password"),
     ({"mysql_app_password": ""}, "mysql_app_password"),
     ({"mysql_flavor": "postgresql"}, "mysql_flavor"),
@@ -140,7 +166,7 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
 def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     rc, out = playbook(inventory(tmp_path, extra_vars=extra))
     assert rc != 0, out
-    assert field in out
+    assert field in " ".join(out.split()), out
     assert "UNREACHABLE" not in out
     assert "PLAY [Common baseline" not in out
 
@@ -210,3 +236,16 @@ def test_patching_the_primary_needs_a_replica_in_the_limit(tmp_path):
     assert "no database replica is" in " ".join(out.split()), out
     assert "UNREACHABLE" not in out
 
+
+def test_load_balancer_limits_come_from_the_web_servers_published_capacity(tmp_path):
+    """haproxy_server_maxconn's default is derived from what each web server publishes
+    (nginx_max_clients); run without the web servers and without a cached fact, the run stops
+    saying where the value would have come from, unless it is set."""
+    rc, out = playbook(inventory(tmp_path), "--tags", "preflight", "--limit", "lb-01")
+    assert rc != 0, out
+    said = " ".join(out.split())
+    assert "haproxy_server_maxconn must be a number of requests, 1 or more, got '0'" in said
+    assert "'web-01': 'unknown'" in said
+    rc, out = playbook(inventory(tmp_path, extra_vars={"haproxy_server_maxconn": 200}), "--tags", "preflight",
+                       "--limit", "lb-01")
+    assert rc == 0, out

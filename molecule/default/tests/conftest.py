@@ -116,16 +116,19 @@ def record_drill(name, figures):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "drill(last=False): disruptive test (scenario drills), after all the others; "
-                                       "last=True: after the other drills too")
+    config.addinivalue_line("markers", "drill(first=False, last=False): disruptive test (scenario drills), after all "
+                                       "the others; first=True: before the other drills; last=True: after them")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Disruptive drills (a server killed) run last, whatever their module; the database
-    failover, which swaps the servers' roles, after every other drill."""
+    """Disruptive drills (a server killed) run last, whatever their module; those that need every
+    server healthy (the overload drills) first among them; the database failover, which swaps
+    the servers' roles, after every other drill."""
     def order(item):
         marker = item.get_closest_marker("drill")
-        return 0 if marker is None else 2 if marker.kwargs.get("last") else 1
+        if marker is None:
+            return 0
+        return 1 if marker.kwargs.get("first") else 3 if marker.kwargs.get("last") else 2
     items.sort(key=order)
 
 

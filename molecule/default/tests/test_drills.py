@@ -159,6 +159,12 @@ BAD_INPUT = [
     ({"haproxy_stats_bind": "0.0.0.0:8404"}, "haproxy_stats_bind"),
     ({"haproxy_http_reuse": "sometimes"}, "haproxy_http_reuse"),
     ({"nginx_status_listen": "0.0.0.0:8080"}, "nginx_status_listen"),
+    ({"nginx_worker_connections": "many"}, "nginx_worker_connections"),
+    ({"haproxy_server_maxconn": 0}, "haproxy_server_maxconn"),
+    ({"haproxy_server_maxconn": 5000}, "haproxy_server_maxconn (5000) is more than"),
+    ({"haproxy_queue_timeout": "soon"}, "haproxy_queue_timeout"),
+    ({"haproxy_rate_limit_requests": -1}, "haproxy_rate_limit_requests"),
+    ({"haproxy_rate_limit_allow": ["10.0.0.0/40"]}, "haproxy_rate_limit_allow"),
     ({"mysql_replication_password": ""}, "mysql_replication_password"),
     ({"mysql_server_id": 7}, "both have server id 7"),
     ({"mysql_semisync_wait_point": "WHENEVER"}, "mysql_semisync_wait_point"),
@@ -172,7 +178,8 @@ set -u
 cd /
 { for f in /etc/nginx/nginx.conf /etc/haproxy/haproxy.cfg /etc/ufw/user.rules /etc/ufw/user6.rules \
            /etc/iptables/rules.v4 /etc/iptables/rules.v6 /etc/ssh/sshd_config /etc/ssh/sshd_config.d/* \
-           /etc/mysql/mariadb.conf.d/6* /etc/default/prometheus-* /etc/otelcol-sumo/conf.d/* /etc/chrony/chrony.conf; do
+           /etc/mysql/mariadb.conf.d/6* /etc/default/prometheus-* /etc/otelcol-sumo/conf.d/* /etc/chrony/chrony.conf \
+           /etc/sysctl.d/60-infra-* /etc/systemd/system/*.service.d/infra-limits.conf; do
     [ -f "$f" ] && sha256sum "$f"; done
   dpkg-query -W -f '${Package} ${Version}\n'
   systemctl list-unit-files --state=enabled --no-legend --plain | awk '{print $1}'

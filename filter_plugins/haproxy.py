@@ -1,0 +1,46 @@
+"""Filters for the haproxy role's limits: HAProxy time values and address lists."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible.errors import AnsibleFilterError
+
+# HAProxy's time format: a number, then an optional unit; no unit means milliseconds.
+TIME = re.compile(r"^([0-9]+)(us|ms|s|m|h|d)?$")
+UNIT_MS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def haproxy_time_ms(value):
+    """An HAProxy time (``5s``, ``500ms``, ``2m``, ``1500``) in milliseconds, as an integer.
+
+    Raises AnsibleFilterError for anything HAProxy would not read as a time.
+    """
+    match = TIME.match(str(value).strip()) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if not match:
+        raise AnsibleFilterError(f"'{value}' is not an HAProxy time (a number and a unit: us, ms, s, m, h, d)")
+    return int(int(match.group(1)) * UNIT_MS[match.group(2)])
+
+
+def haproxy_invalid_networks(values):
+    """The entries of a list that are neither an IP address nor a CIDR network (empty: all good).
+
+    A network with host bits set (``10.0.0.1/8``) is refused too: it is almost always a typo.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        return [values]
+    bad = []
+    for value in values:
+        try:
+            ipaddress.ip_network(str(value), strict=True)
+        except ValueError:
+            bad.append(value)
+    return bad
+
+
+class FilterModule:  # pylint: disable=too-few-public-methods
+    """Ansible entry point."""
+
+    def filters(self):
+        return {"haproxy_time_ms": haproxy_time_ms, "haproxy_invalid_networks": haproxy_invalid_networks}
