@@ -51,7 +51,7 @@ with open(out, "w") as f:
         time.sleep(max(0.0, interval - (time.time() - start)))
     f.write('"done"\n')
 """
-SITE_URL = "https://www.foobar.com/"
+SITE_URL = "https://www.foobar.com:443/"  # wrk resolves no service names: the image has no /etc/services
 
 
 def admin(lb, command):
@@ -127,7 +127,7 @@ def wrk(host, connections, duration, *, close=False, timeout=10, url=SITE_URL, t
 
 def lb_behind_site(client, lbs):
     """The load balancer the site's name leads the client to (one of `lbs`: {name: host})."""
-    address = client.check_output(f"getent hosts {SITE_URL.split('/')[2]}").split()[0]
+    address = client.check_output(f"getent hosts {SITE_URL.split('/')[2].split(':')[0]}").split()[0]
     for name, lb in lbs.items():
         if lb.ansible.get_variables()["ansible_host"] == address:
             return name, lb
