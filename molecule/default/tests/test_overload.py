@@ -132,7 +132,8 @@ class TestSurge:
         # Every request wrk sent was answered: no connection refused, cut or left unanswered.
         assert report["socket_errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}, report["errors"]
         # The visitor: answered 200 every time, each within the queue timeout (plus its handshake).
-        assert len(visits) >= SURGE_SECONDS // 2, visits
+        # It waits in the queue like everyone else (seconds each): a few visits, one after another.
+        assert len(visits) >= max(3, (SURGE_SECONDS - 4) // int(queue_timeout + VISITOR_MARGIN_S)), visits
         assert all(code == 200 for code, _ in visits), visits
         assert all(took <= queue_timeout + VISITOR_MARGIN_S for _, took in visits), visits
 
