@@ -126,7 +126,7 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     ({"haproxy_check_fall": 0}, "haproxy_check_fall (0)"),
     ({"haproxy_check_error_limit": -1}, "haproxy_check_error_limit (-1)"),
     ({"haproxy_frontend_maxconn": 10}, "haproxy_frontend_maxconn must be from 100 to 500000 connections, got '10'"),
-    ({"haproxy_maxconn": 5000}, "haproxy_maxconn (5000) must be at least the sum of the frontends' limits, 20100"),
+    ({"haproxy_maxconn": 5000}, "haproxy_maxconn (5000) must be at least the sum of the frontends' limits, 9100"),
     ({"haproxy_rate_limit_requests": -1}, "haproxy_rate_limit_requests must be 1 or more requests, got '-1'"),
     ({"haproxy_rate_limit_period": "10 seconds"}, "haproxy_rate_limit_period must be an HAProxy time"),
     ({"haproxy_rate_limit_period": "100ms"}, "haproxy_rate_limit_period (100ms) from 1s to 1d"),
