@@ -230,6 +230,24 @@ def test_bad_rolling_update_input_stops_before_any_server(tmp_path, extra, field
         "PLAY [Rolling update | database replicas")[1].split("PLAY [")[0]
 
 
+def test_draining_the_only_web_server_is_refused(tmp_path):
+    path = inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["all"]["children"]["webservers"] = {"hosts": {"web-01": None}}
+    path.write_text(yaml.safe_dump(data))
+    rc, out = playbook(path, path="playbooks/rolling-update.yml")
+    assert rc != 0, out
+    assert "is the only web server" in " ".join(out.split()) and "rolling_update_allow_site_outage" in out, out
+    assert "UNREACHABLE" not in out
+
+
+def test_rolling_update_names_a_missing_group(tmp_path):
+    rc, out = playbook(inventory(tmp_path, drop="db_replica"), path="playbooks/rolling-update.yml")
+    assert rc != 0, out
+    assert "missing the required group 'db_replica'" in out
+    assert "UNREACHABLE" not in out
+
+
 def test_patching_the_primary_needs_a_replica_in_the_limit(tmp_path):
     rc, out = playbook(inventory(tmp_path), "--limit", "web-01", path="playbooks/rolling-update.yml")
     assert rc != 0, out
