@@ -24,6 +24,10 @@ SITE = "www.foobar.com"
 pytestmark = pytest.mark.drill
 testinfra_hosts = ["ansible://client"]
 
+def docker(*args):
+    subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture
 def steady_load(host):
     """Start a load of `seconds` (conftest.LOAD); return a function that waits for it and counts the codes."""

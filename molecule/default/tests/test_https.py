@@ -130,7 +130,7 @@ def test_a_bad_nginx_config_never_replaces_a_good_one(host):
     # Valid for the preflight checks (a string), refused by nginx -t: the template's validate.
     run = playbook("--tags", "web", "--limit", web, "-e", "nginx_tls_session_cache=bogus")
     assert run.returncode != 0
-    assert "invalid session cache" in run.stdout, run.stdout[-2000:]
+    assert "invalid session cache" in run.stdout + run.stderr, (run.stdout + run.stderr)[-2000:]
     assert server.file("/etc/nginx/nginx.conf").sha256sum == before
     assert https(host)[0] == 200
 
