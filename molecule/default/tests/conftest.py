@@ -66,12 +66,15 @@ def container(name):
 
 
 # A client's steady load through the load balancer: one request at a time, each on a new
-# connection (a TLS handshake each), until the seconds pass or the stop file appears. One line
-# per request, "time status served-by", then "done".
+# connection (a TLS handshake each), at most LOAD_RATE a second (one client under the load
+# balancer's per-source rate limit, 1000 requests per 10 s by default), until the seconds pass
+# or the stop file appears. One line per request, "time status served-by", then "done".
+LOAD_RATE = 40
 LOAD = r"""
 import os, re, subprocess, sys, time
 end, out_path, stop = time.time() + float(sys.argv[1]), sys.argv[2], sys.argv[2] + ".stop"
 served_by = re.compile(sys.argv[3])
+pace = 1.0 / float(sys.argv[4])
 with open(out_path, "w") as out:
     while time.time() < end and not os.path.exists(stop):
         started = time.time()
@@ -80,6 +83,7 @@ with open(out_path, "w") as out:
         body, _, code = got.rpartition("\n")
         server = served_by.search(body)
         out.write(f"{started:.3f} {code or '000'} {server.group(1) if server else '-'}\n"); out.flush()
+        time.sleep(max(0.0, started + pace - time.time()))
     out.write("done\n")
 """
 
@@ -91,7 +95,7 @@ class Load:
         self.host, self.seconds, self.path = host, seconds, path
         host.run_test(f"cat > /tmp/load.py <<'EOF'\n{LOAD}\nEOF")
         host.run_test(f"rm -f {path} {path}.stop; setsid -f python3 /tmp/load.py {seconds} {path} "
-                      f"{shlex.quote(SERVED_BY.pattern)} > /dev/null 2>&1 < /dev/null")
+                      f"{shlex.quote(SERVED_BY.pattern)} {LOAD_RATE} > /dev/null 2>&1 < /dev/null")
 
     def finish(self, stop=False):
         """Wait for the load to end (or end it now); [(time, status, served_by)] of every request."""
