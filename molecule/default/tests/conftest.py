@@ -102,7 +102,8 @@ class Load:
         if stop:
             self.host.run_test(f"touch {self.path}.stop")
         deadline = time.time() + (15 if stop else self.seconds + 30)
-        while time.time() < deadline and not self.host.file(self.path).contains("^done"):
+        while time.time() < deadline and not (self.host.file(self.path).exists
+                                              and self.host.file(self.path).contains("^done")):
             time.sleep(0.5)
         lines = self.host.file(self.path).content_string.splitlines()
         assert lines and lines[-1] == "done", "the load did not finish"
