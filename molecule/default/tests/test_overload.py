@@ -111,7 +111,7 @@ class TestSurge:
             "requests": report["requests"], "requests_per_s": report["rps"], "p50_ms": report["p50_ms"],
             "p99_ms": report["p99_ms"], "answered_2xx": answered["hrsp_2xx"], "queue_timeout_503": answered["hrsp_5xx"],
             "socket_errors": report["socket_errors"], "queue_max": num(after[("web", "BACKEND")], "qmax"),
-            "queue_timeouts_logged_sQ": logged_sq, "other_4xx": answered["hrsp_4xx"],
+            "queue_timeouts_logged_sQ": logged_sq, "other_4xx": answered["hrsp_4xx"], "client_non_2xx": report["non_2xx"],
             "request_timeouts_logged_408": request_timeouts, "visitor_requests": len(visits), "visitor_max_s": max((s for _, s in visits), default=None),
             "marked_down": {web: delta(before, after, ("web", web), "chkdown") for web in webs}})
 
@@ -125,9 +125,11 @@ class TestSurge:
         # Every response is 2xx or a queue-timeout 503, each one counted by HAProxy.
         assert answered["hrsp_2xx"] >= report["requests"] - report["non_2xx"]
         assert answered["hrsp_1xx"] == answered["hrsp_3xx"] == answered["hrsp_other"] == 0, answered
-        # With a TLS handshake per request on two shared cores, a handful of connections may wait
-        # past HAProxy's 10 s `timeout http-request` for their handshake: at most 0.1 %, reported.
-        assert answered["hrsp_4xx"] <= answered["hrsp_2xx"] // 1000, answered
+        # HAProxy also counts a 4xx for a connection the client left before its request was whole
+        # (wrk closing its connections at the end of a handshake-per-request run): reported. What
+        # the client received that was neither 2xx nor a queue timeout: at most 0.1 % (a handful
+        # of handshakes may wait past HAProxy's 10 s `timeout http-request` on two shared cores).
+        assert report["non_2xx"] - answered["hrsp_5xx"] <= report["requests"] // 1000, (report, answered)
         assert answered["hrsp_5xx"] == queue_timeouts, "a 503 that was not a queue timeout"
         assert delta(before, after, ("web", "BACKEND"), "eresp") == 0
         assert report["non_2xx"] <= answered["hrsp_5xx"] + answered["hrsp_4xx"]
