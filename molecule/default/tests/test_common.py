@@ -1,12 +1,18 @@
 """The common baseline, tested on the live servers: SSH, sudo, time, upgrades."""
 
+import os
+from pathlib import Path
+
 import pytest
+import yaml
 
 from conftest import SERVERS
 
 testinfra_hosts = SERVERS
 
-EXPECTED_DEBIAN = {"lb-01": "12", "web-01": "12", "web-02": "13"}
+# The planned release of each host: the scenario's platform image (debian12, debian13).
+EXPECTED_DEBIAN = {p["name"]: p["image"].removeprefix("debian") for p in yaml.safe_load(
+    (Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "molecule.yml").read_text())["platforms"]}
 
 
 def test_debian_release_is_the_planned_one(host):

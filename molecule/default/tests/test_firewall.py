@@ -14,34 +14,39 @@ import sys
 
 import pytest
 
-from conftest import SERVER_GROUPS, get, hosts_of, playbook, recap
+from conftest import SERVER_GROUPS, get, hosts_of, names_of, playbook, recap
 
 # 9100 node, 9113 nginx, 9104 mysqld and 8405 HAProxy exporters: the monitoring host only.
 PORTS = (22, 80, 443, 3306, 8405, 9100, 9104, 9113, 9999)
-SOURCES = ("client", "lb-01", "web-01", "web-02", "monitor", "controller")
-TARGETS = ("lb-01", "web-01", "web-02")
 
-# The expected matrix, written from the policy's meaning (the roles' firewall_flows.yml):
-# (target, port) -> sources allowed. Everything not listed must be dropped.
-ALLOWED = {
-    ("lb-01", 80): {"client", "web-01", "web-02", "monitor", "controller"},
-    ("lb-01", 443): {"client", "web-01", "web-02", "monitor", "controller"},
-    ("web-01", 443): {"lb-01"},
-    ("web-02", 443): {"lb-01"},
-    ("web-01", 3306): {"web-02"},
-    ("web-02", 3306): {"web-01"},
-    ("lb-01", 8405): {"monitor"},
-    ("lb-01", 9100): {"monitor"},
-    ("web-01", 9100): {"monitor"},
-    ("web-02", 9100): {"monitor"},
-    ("web-01", 9113): {"monitor"},
-    ("web-02", 9113): {"monitor"},
-    ("web-01", 9104): {"monitor"},
-    ("web-02", 9104): {"monitor"},
-    ("lb-01", 22): {"controller"},
-    ("web-01", 22): {"controller"},
-    ("web-02", 22): {"controller"},
-}
+
+def expected_matrix(names):
+    """The expected matrix, written from the policy's meaning (the roles' firewall_flows.yml) by
+    group and expanded over the inventory: (target, port) -> sources allowed. `names(*groups)`
+    gives the hosts of groups. Everything not listed must be dropped."""
+    lbs, webs, monitors = names("loadbalancers"), names("webservers"), names("monitoring")
+    dbs = names("db_primary", "db_replica")
+    servers = names(*SERVER_GROUPS)
+    sources = ["client", *servers, *monitors, "controller"]
+    allowed = {}
+
+    def allow(targets, ports, froms):
+        for target in targets:
+            for port in ports:
+                allowed.setdefault((target, port), set()).update(set(froms) - {target})
+    allow(lbs, (80, 443), sources)                   # anyone reaches the site
+    allow(webs, (443,), lbs)                         # the load balancers reach the web servers
+    allow(dbs, (3306,), dbs + webs)                  # replication, and the application
+    allow(servers, (9100,), monitors)                # node exporter
+    allow(webs, (9113,), monitors)                   # nginx exporter
+    allow(dbs, (9104,), monitors)                    # mysqld exporter
+    allow(lbs, (8405,), monitors)                    # HAProxy's exporter
+    allow(servers, (22,), ["controller"])            # SSH from the controller only (the role's guarantee)
+    return tuple(sources), tuple(servers), allowed
+
+
+SOURCES, TARGETS, ALLOWED = expected_matrix(names_of)
+MONITORS = tuple(names_of("monitoring"))
 
 LISTENER = r"""
 import socket, sys, threading, time
@@ -80,7 +85,7 @@ def listening(host, port):
 
 @pytest.fixture(scope="module")
 def matrix():
-    hosts = {name: get(name) for name in TARGETS + ("client", "monitor")}
+    hosts = {name: get(name) for name in TARGETS + ("client",) + MONITORS}
     addresses = {name: h.ansible.get_variables()["ansible_host"] for name, h in hosts.items()}
     started = []
     try:
@@ -158,7 +163,7 @@ MARKER = "-p tcp --dport 9 -m comment --comment reload-marker -j DROP"
 def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():
     """A run with nothing to change must not reload ufw (every reload flushes and rebuilds its
     chains); a rule added by hand with `ufw allow` is drift, and the next run removes it."""
-    name = "web-02"
+    name = names_of("webservers")[-1]
     server = get(name)
     if server.ansible.get_variables().get("firewall_backend", "ufw") != "ufw":
         pytest.skip("the iptables backend loads whole files")

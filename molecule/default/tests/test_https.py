@@ -78,7 +78,7 @@ def test_only_tls_1_2_and_1_3_are_accepted(host, version, accepted):
 
 @pytest.mark.parametrize("web", webservers())
 def test_web_server_accepts_lb_with_an_internal_ca_certificate(web):
-    lb = get("lb-01")
+    lb = get(names_of("loadbalancers")[0])
     address = get(web).ansible.get_variables()["ansible_host"]
     result = lb.run(f"echo | openssl s_client -connect {address}:443 -servername {web} "
                     f"-CAfile /etc/ssl/infra/ca.pem -verify_hostname {web} -verify_return_error 2>&1")
@@ -90,7 +90,7 @@ def test_web_server_accepts_lb_with_an_internal_ca_certificate(web):
 def test_nothing_answers_in_clear_on_a_web_server(web):
     server = get(web)
     assert not server.socket("tcp://0.0.0.0:80").is_listening
-    lb = get("lb-01")
+    lb = get(names_of("loadbalancers")[0])
     address = server.ansible.get_variables()["ansible_host"]
     body = lb.run(f"curl -s --max-time 5 http://{address}:443/").stdout
     assert "Served by" not in body
@@ -105,7 +105,7 @@ def test_stub_status_answers_on_loopback_only(web):
 
 
 def test_haproxy_exporter_and_stats_on_loopback_only():
-    lb = get("lb-01")
+    lb = get(names_of("loadbalancers")[0])
     metrics = lb.check_output("curl -s http://127.0.0.1:8404/metrics")
     assert "haproxy_backend_active_servers" in metrics
     assert not lb.socket("tcp://0.0.0.0:8404").is_listening
@@ -143,7 +143,7 @@ def container_started_at(name):
 
 def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
     before = served_serial(host)
-    started = container_started_at("lb-01")
+    started = container_started_at(names_of("loadbalancers")[0])
     # Visitors keep coming during the renewal: the reload must not cost one request.
     host.run_test(f"setsid -f sh -c 'for i in $(seq 150); do curl -s --cacert {ROOTS} -o /dev/null "
                   f"-w \"%{{http_code}}\\n\" https://{SITE}/; sleep 0.05; done > /tmp/during-renewal; "
@@ -151,12 +151,12 @@ def test_forced_renewal_by_tag_changes_the_serial_and_nothing_else(host):
     run = playbook("--tags", "certs", "-e", "certbot_force_renew=true")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     changed = recap(run)
-    assert changed["lb-01"] >= 1
+    assert changed[names_of("loadbalancers")[0]] >= 1
     for web in webservers():
         assert changed.get(web, 0) == 0, f"{web} changed during a certs-only run"
     after = served_serial(host)
     assert after != before
-    assert container_started_at("lb-01") == started
+    assert container_started_at(names_of("loadbalancers")[0]) == started
     status, _, _ = https(host)
     assert status == 200
     for _ in range(120):
