@@ -19,6 +19,7 @@ import time
 import pytest
 
 from conftest import SERVERS, Load, get, names_of, playbook, recap, record_drill
+from lbstats import admin
 
 testinfra_hosts = SERVERS
 
@@ -301,11 +302,7 @@ def test_a_server_failing_its_health_check_stops_the_run_and_the_rest_serve(clie
                        path="playbooks/rolling-update.yml")
         requests = load.finish(stop=True)
         after = {name: fingerprint(get(name)) for name in order[1:]}
-        lb = get(names_of("loadbalancers")[0])
-        with lb.sudo():
-            state = lb.check_output("echo 'show servers state web' | python3 -c \"import socket,sys; s=socket.socket("
-                                    "socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); s.sendall(sys.stdin.read()"
-                                    ".encode()); print(s.makefile().read())\"")
+        state = admin(get(names_of("loadbalancers")[0]), "show servers state web")
     finally:
         with first.sudo():
             first.run_test("rm -f /etc/systemd/system/nginx.service.d/zz-drill.conf; systemctl daemon-reload; "
