@@ -104,6 +104,15 @@ def run(cmd, *, check=True, capture=True, input_text=None, timeout=None):
     return proc
 
 
+def container_name(prefix: str, host: str) -> str:
+    """The Docker container of an inventory host in the lab ``prefix`` (``lab``, ``mol``, ``bench``...).
+
+    The one place that names containers: labctl itself, lab/bench.py and the molecule tests
+    (molecule/default/tests/conftest.py) all call it.
+    """
+    return f"{prefix}-{host}"
+
+
 def as_root(cmd):
     """Prefix sudo when not running as root."""
     return cmd if os.geteuid() == 0 else ["sudo", "-n", *cmd]
@@ -350,7 +359,7 @@ def container_state(cname: str) -> dict | None:
 
 def start_host(prefix: str, network: str, host: dict, all_hosts: list[dict], publish: bool) -> bool:
     """Start (or reuse) one host's container. Return True when it was created anew."""
-    cname = f"{prefix}-{host['name']}"
+    cname = container_name(prefix, host["name"])
     ref = image_ref(host["image"])
     state = container_state(cname)
     if state is not None:
@@ -431,7 +440,7 @@ def wait_for_ssh(prefix: str, host: dict, user: str, key: Path, timeout: int = 6
         if proc.returncode == 0:
             return
         time.sleep(1)
-    raise LabError(f"{prefix}-{host['name']} does not accept SSH as {user} within {timeout}s")
+    raise LabError(f"{container_name(prefix, host['name'])} does not accept SSH as {user} within {timeout}s")
 
 
 def write_ssh_config(prefix: str, hosts: list[dict], user: str, key: Path) -> Path:
@@ -466,7 +475,7 @@ def cmd_up(args) -> None:
         if start_host(args.prefix, network, host, hosts, publish=not args.no_publish) and known.exists():
             run(["ssh-keygen", "-R", host["address"], "-f", str(known)], check=False)
     for host in hosts:
-        cname = f"{args.prefix}-{host['name']}"
+        cname = container_name(args.prefix, host["name"])
         wait_for_systemd(cname)
         bootstrap_host(cname, args.user, pubkey)
     for host in hosts:
@@ -505,7 +514,7 @@ def cmd_info(args) -> None:
               f"www.foobar.com:443:127.0.0.1 https://www.foobar.com/ ; lb {lb['name']} publishes 80/443 on 127.0.0.1)")
     for host in hosts:
         print(f"  {host['name']:<8} {host['address']:<15} ssh -F {rel} {host['name']}"
-              f"   |   docker exec -it {args.prefix}-{host['name']} bash")
+              f"   |   docker exec -it {container_name(args.prefix, host['name'])} bash")
     print(f"  rerun:  ansible-playbook -i {args.inventory} site.yml\n  remove: make lab-down\n")
 
 

@@ -39,6 +39,12 @@ def test_bad_subnet_is_refused():
         labctl.validate_hosts([host()], "172.30.10.0/33")
 
 
+def test_container_name_is_the_prefix_then_the_inventory_host():
+    assert labctl.container_name("lab", "web-01") == "lab-web-01"
+    assert labctl.container_name("mol", "lb-01") == "mol-lb-01"
+    assert labctl.container_name("bench", "client") != labctl.container_name("lab", "client")
+
+
 def test_image_tag_is_a_hash_of_the_recipe(monkeypatch):
     before = labctl.image_ref("debian12")
     assert before == labctl.image_ref("debian12")

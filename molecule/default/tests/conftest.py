@@ -5,12 +5,16 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lab"))
+from labctl import container_name  # noqa: E402  pylint: disable=wrong-import-position
 
 SERVER_GROUPS = ("loadbalancers", "webservers", "db_primary", "db_replica")
 # The site's page names the web server that answered: <... id="server">web-01<...
@@ -62,7 +66,7 @@ def served_by(body):
 
 def container(name):
     """The Docker container of a scenario host."""
-    return f"{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}-{name}"
+    return container_name(os.environ.get("MOLECULE_LAB_PREFIX", "mol"), name)
 
 
 # A client's steady load through the load balancer: one request at a time, each on a new

@@ -1,0 +1,140 @@
+"""ufw's side of the firewall role: the compiled rules as community.general.ufw arguments, ufw's
+state read from its files, and the few ufw commands that take one to the other.
+
+The rules come from firewall.py's firewall_host_rules (the policy compiler); nothing here
+knows about flows, groups or hosts. Pure functions; bad input raises AnsibleFilterError.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from ansible.errors import AnsibleFilterError
+
+
+def _ufw_key(proto, port, source):
+    """The key a rule is known by on both sides of the comparison: the policy's rules and the
+    rules read back from ufw's files (firewall_ufw_changes matches them by it)."""
+    return f"{proto}/{port}/{source}"
+
+
+def firewall_ufw_rules(rules):
+    """Rules as arguments of community.general.ufw, each with a stable `key` and its family."""
+    out = []
+    for rule in rules:
+        out.append({
+            "key": _ufw_key(rule["proto"], rule["port"], rule["source"]), "family": rule["family"],
+            "proto": rule["proto"], "to_port": rule["port"], "from_ip": rule["source"],
+            "comment": ",".join(rule["flows"])[:200],
+        })
+    return out
+
+
+# How ufw writes "anywhere" as a rule's destination in its tuples, per family.
+UFW_ANYWHERE = ("0.0.0.0/0", "::/0")
+UFW_POLICIES = {"DROP": "deny", "ACCEPT": "allow", "REJECT": "reject"}
+UFW_DEFAULTS = {"DEFAULT_INPUT_POLICY": "incoming", "DEFAULT_OUTPUT_POLICY": "outgoing",
+                "DEFAULT_FORWARD_POLICY": "routed"}
+UFW_TUPLE = re.compile(r"### tuple ### (\S+) (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)(?: comment=([0-9a-fA-F]*))?\s*$")
+
+
+def _ufw_tuple(line):
+    """One `### tuple ###` line of ufw's user rules as a rule dict, or None for a rule this role
+    does not manage (not a plain "allow in", or bound to an interface or application)."""
+    match = UFW_TUPLE.fullmatch(line.strip())
+    if not match:
+        return None
+    action, proto, dport, dst, sport, src, direction, comment = match.groups()
+    try:
+        network = ipaddress.ip_network(src, strict=False)
+    except ValueError:
+        return None
+    if action != "allow" or direction != "in" or sport != "any" or dst not in UFW_ANYWHERE:
+        return None
+    source = str(network)
+    try:
+        text = bytes.fromhex(comment or "").decode("utf-8", "replace")
+    except ValueError:
+        text = ""
+    rule = {"key": _ufw_key(proto, dport, source), "family": network.version, "proto": proto,
+            "from_ip": source, "comment": text}
+    if dport != "any":
+        rule["to_port"] = dport
+    return rule
+
+
+def firewall_ufw_state(text):
+    """ufw's state from `grep -H` of its files plus a `ufw-status:` line.
+
+    Reads /etc/default/ufw (IPV6, DEFAULT_*_POLICY), /etc/ufw/ufw.conf (ENABLED, LOGLEVEL),
+    /etc/ufw/user.rules and user6.rules (the `### tuple ###` lines) and the first line of
+    `ufw status` (whether the rules are loaded now). Returns ``{defaults, ipv6, enabled,
+    active, logging, rules}``; reading files is cheap, where every ufw command reloads the
+    firewall.
+    """
+    if not isinstance(text, str):
+        raise AnsibleFilterError(f"ufw state must be text, got {type(text).__name__}")
+    state = {"defaults": {}, "ipv6": None, "enabled": False, "active": False, "logging": None, "rules": []}
+    for line in text.splitlines():
+        source, sep, content = line.partition(":")
+        if not sep:
+            continue
+        name, _, value = content.partition("=")
+        value = value.strip().strip('"')
+        if source == "ufw-status":
+            state["active"] = content.strip() == "Status: active"
+        elif content.startswith("### tuple ###"):
+            rule = _ufw_tuple(content)
+            if rule:
+                state["rules"].append(rule)
+        elif name in UFW_DEFAULTS:
+            state["defaults"][UFW_DEFAULTS[name]] = UFW_POLICIES.get(value, value.lower())
+        elif name == "IPV6":
+            state["ipv6"] = value == "yes"
+        elif name == "ENABLED":
+            state["enabled"] = value == "yes"
+        elif name == "LOGLEVEL":
+            state["logging"] = value
+    return state
+
+
+def firewall_ufw_changes(state, wanted, defaults, logging="low"):
+    """What ufw commands a host needs: only those, since each one reloads the firewall.
+
+    ``state`` is firewall_ufw_state's result, ``wanted`` firewall_ufw_rules', ``defaults`` the
+    policy per direction (incoming, outgoing, routed). Returns ``{defaults: [{direction, policy}],
+    add: [rules missing or with another comment], remove: [plain "allow in" rules no flow
+    asks for], enable: bool, logging: bool}``. IPv6 rules are left out while ufw's IPV6 is off.
+    """
+    if not isinstance(state, dict) or "rules" not in state:
+        raise AnsibleFilterError("state must be the result of firewall_ufw_state")
+    for direction, policy in defaults.items():
+        if direction not in UFW_DEFAULTS.values() or policy not in UFW_POLICIES.values():
+            raise AnsibleFilterError(f"defaults: {direction}: {policy!r} is not allow, deny or reject "
+                                     "for incoming, outgoing or routed")
+    if state["ipv6"] is False:
+        wanted = [rule for rule in wanted if rule["family"] != 6]
+    have = {rule["key"]: rule for rule in state["rules"]}
+    wanted_keys = {rule["key"] for rule in wanted}
+    return {
+        "defaults": [{"direction": direction, "policy": policy} for direction, policy in sorted(defaults.items())
+                     if state["defaults"].get(direction) != policy],
+        "add": [rule for rule in wanted
+                if rule["key"] not in have or have[rule["key"]]["comment"] != rule["comment"]],
+        "remove": [rule for key, rule in have.items() if key not in wanted_keys],
+        "enable": not (state["enabled"] and state["active"]),
+        "logging": state["logging"] != ("low" if logging == "on" else logging),
+    }
+
+
+class FilterModule:
+    """ufw filters."""
+
+    def filters(self):
+        """ufw's filters, by name."""
+        return {
+            "firewall_ufw_rules": firewall_ufw_rules,
+            "firewall_ufw_state": firewall_ufw_state,
+            "firewall_ufw_changes": firewall_ufw_changes,
+        }

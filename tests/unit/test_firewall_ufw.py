@@ -1,0 +1,90 @@
+"""Unit tests of filter_plugins/firewall_ufw.py: the compiled rules as ufw arguments, ufw's state
+read from its files, and the commands between them."""
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from firewall import firewall_host_rules
+from firewall_ufw import firewall_ufw_changes, firewall_ufw_rules, firewall_ufw_state
+from test_firewall import GROUPS, HOSTVARS, POLICY
+
+
+def test_ufw_rules_carry_a_stable_key():
+    rules = firewall_ufw_rules(firewall_host_rules(POLICY, "lb-01", GROUPS, HOSTVARS))
+    assert rules[0] == {"key": "tcp/80/0.0.0.0/0", "family": 4, "proto": "tcp", "to_port": "80",
+                        "from_ip": "0.0.0.0/0", "comment": "https-to-lb"}
+
+
+# What `grep -H` of ufw's files and `ufw status` print on a Debian 13 host (ufw 0.36.2) that
+# has the policy's rules for lb-01 plus rules added by hand.
+UFW_FILES = """\
+/etc/default/ufw:IPV6=yes
+/etc/default/ufw:DEFAULT_INPUT_POLICY="DROP"
+/etc/default/ufw:DEFAULT_OUTPUT_POLICY="ACCEPT"
+/etc/default/ufw:DEFAULT_FORWARD_POLICY="DROP"
+/etc/ufw/ufw.conf:ENABLED=yes
+/etc/ufw/ufw.conf:LOGLEVEL=low
+/etc/ufw/user.rules:### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in comment=68747470732d746f2d6c62
+/etc/ufw/user.rules:### tuple ### allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in comment=68747470732d746f2d6c62
+/etc/ufw/user.rules:### tuple ### allow any 53 0.0.0.0/0 any 0.0.0.0/0 in
+/etc/ufw/user.rules:### tuple ### allow any any 0.0.0.0/0 any 1.2.3.4 in_eth0
+/etc/ufw/user.rules:### tuple ### deny tcp 25 0.0.0.0/0 any 5.6.7.8 in
+/etc/ufw/user6.rules:### tuple ### allow tcp 80 ::/0 any ::/0 in comment=68747470732d746f2d6c62
+/etc/ufw/user6.rules:### tuple ### allow tcp 443 ::/0 any ::/0 in comment=6f6c64
+/etc/ufw/user6.rules:### tuple ### allow tcp 22 ::/0 any fd00::1 in
+ufw-status:Status: active
+"""
+DEFAULTS = {"incoming": "deny", "routed": "deny", "outgoing": "allow"}
+
+
+def test_ufw_state_reads_defaults_switches_and_plain_allow_rules():
+    state = firewall_ufw_state(UFW_FILES)
+    assert state["defaults"] == DEFAULTS
+    assert (state["ipv6"], state["enabled"], state["active"], state["logging"]) == (True, True, True, "low")
+    # Interface-bound and deny rules are not this role's: they are not listed, so never removed.
+    assert [r["key"] for r in state["rules"]] == [
+        "tcp/80/0.0.0.0/0", "tcp/443/0.0.0.0/0", "any/53/0.0.0.0/0", "tcp/80/::/0", "tcp/443/::/0",
+        "tcp/22/fd00::1/128"]
+    assert state["rules"][0]["comment"] == "https-to-lb"
+    assert "to_port" not in firewall_ufw_state("/etc/ufw/user.rules:### tuple ### allow tcp any 0.0.0.0/0 "
+                                               "any 10.0.0.0/8 in")["rules"][0]
+
+
+def test_ufw_changes_are_only_what_differs():
+    wanted = [r for r in firewall_ufw_rules(firewall_host_rules(POLICY, "lb-01", GROUPS, HOSTVARS))
+              if r["to_port"] in ("80", "443")]
+    todo = firewall_ufw_changes(firewall_ufw_state(UFW_FILES), wanted, DEFAULTS)
+    assert todo["defaults"] == [] and not todo["enable"] and not todo["logging"]
+    assert [r["key"] for r in todo["add"]] == ["tcp/443/::/0"]          # its comment differs
+    assert [r["key"] for r in todo["remove"]] == ["any/53/0.0.0.0/0", "tcp/22/fd00::1/128"]
+    assert "to_port" in todo["remove"][1] and todo["remove"][0]["proto"] == "any"
+
+
+def test_ufw_changes_on_a_fresh_install():
+    fresh = firewall_ufw_state(UFW_FILES.split("/etc/ufw/user.rules")[0].replace("ENABLED=yes", "ENABLED=no")
+                               .replace('INPUT_POLICY="DROP"', 'INPUT_POLICY="ACCEPT"') + "ufw-status:Status: inactive")
+    wanted = firewall_ufw_rules(firewall_host_rules(POLICY, "lb-01", GROUPS, HOSTVARS))
+    todo = firewall_ufw_changes(fresh, wanted, DEFAULTS, logging="medium")
+    assert todo["defaults"] == [{"direction": "incoming", "policy": "deny"}]
+    assert todo["add"] == wanted and todo["remove"] == [] and todo["enable"] and todo["logging"]
+    # Loaded at boot but switched off in ufw.conf, or enabled but not loaded: enable either way.
+    assert firewall_ufw_changes(firewall_ufw_state("/etc/ufw/ufw.conf:ENABLED=yes"), [], {})["enable"]
+
+
+def test_ufw_changes_leave_ipv6_rules_out_while_ufw_ipv6_is_off():
+    wanted = firewall_ufw_rules(firewall_host_rules(POLICY, "lb-01", GROUPS, HOSTVARS))
+    assert any(r["family"] == 6 for r in wanted)
+    todo = firewall_ufw_changes(firewall_ufw_state("/etc/default/ufw:IPV6=no"), wanted, DEFAULTS)
+    assert todo["add"] and all(r["family"] == 4 for r in todo["add"])
+
+
+@pytest.mark.parametrize("state, defaults, message", [
+    ("not parsed", DEFAULTS, "state must be the result of firewall_ufw_state"),
+    ({"rules": []}, {"inbound": "deny"}, "defaults: inbound"),
+    ({"rules": []}, {"incoming": "drop"}, "defaults: incoming: 'drop'"),
+])
+def test_ufw_changes_reject_bad_input(state, defaults, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        firewall_ufw_changes(state, [], defaults)
+    with pytest.raises(AnsibleFilterError, match="ufw state must be text"):
+        firewall_ufw_state(None)
