@@ -13,6 +13,8 @@ The filters are pure functions of (policy, inventory groups, host variables): th
 names to addresses (IPv4 and IPv6), merge and de-duplicate, order the result deterministically
 and render it for a backend (iptables here; ufw's arguments and state in firewall_ufw.py). Bad
 input raises AnsibleFilterError naming the flow and the field.
+
+Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ state read from its files, and the few ufw commands that take one to the other.
 
 The rules come from firewall.py's firewall_host_rules (the policy compiler); nothing here
 knows about flows, groups or hosts. Pure functions; bad input raises AnsibleFilterError.
+
+Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
 """
 
 from __future__ import annotations

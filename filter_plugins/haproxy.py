@@ -1,4 +1,7 @@
-"""Filters for the haproxy role's limits: HAProxy time values and address lists."""
+"""Filters for the haproxy role's limits: HAProxy time values and address lists.
+
+Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
+"""
 
 from __future__ import annotations
 
@@ -43,4 +46,5 @@ class FilterModule:  # pylint: disable=too-few-public-methods
     """Ansible entry point."""
 
     def filters(self):
+        """The haproxy filters, by name."""
         return {"haproxy_time_ms": haproxy_time_ms, "haproxy_invalid_networks": haproxy_invalid_networks}

@@ -1,4 +1,7 @@
-"""Filters that check an inventory's shape before any host is touched."""
+"""Filters that check an inventory's shape before any host is touched.
+
+Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
+"""
 
 from __future__ import annotations
 
@@ -45,4 +48,5 @@ class FilterModule:
     """Inventory checks."""
 
     def filters(self):
+        """The inventory filters, by name."""
         return {"infra_check_inventory": infra_check_inventory}

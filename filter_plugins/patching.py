@@ -1,25 +1,14 @@
 """Filters for Debian's apt: which mirror a server uses, which security updates are pending,
-and the order in which a rolling update patches the servers."""
+and the order in which a rolling update patches the servers.
+
+Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
+"""
 
 from __future__ import annotations
 
 import re
 
 from ansible.errors import AnsibleFilterError
-
-DOCUMENTATION_NOTES = """
-infra_apt_mirrors(text)
-    The Debian mirrors named in a server's current apt sources (one-line `sources.list` or
-    deb822 `.sources` text, concatenated): {'mirror': URL, 'security': URL}.
-infra_apt_pending_security(text, hold=[])
-    Package names that `apt-get -s upgrade` would upgrade from Debian's security suite,
-    except those matching a `hold` regular expression (the unattended-upgrades blacklist).
-infra_check_regexes(values, field)
-    Check a list of regular expressions, naming the variable ``field`` when one is not.
-infra_rolling_update_order(groups, only=None)
-    The servers in the order a rolling update patches them: database replicas, other web
-    servers, the database primary, then the load balancers.
-"""
 
 _ONE_LINE = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", re.M)
 _STANZA_FIELD = re.compile(r"^(URIs|Suites|Types|Enabled):\s*(.*)$", re.I)
@@ -142,6 +131,7 @@ class FilterModule:
     """apt and patching filters."""
 
     def filters(self):
+        """The apt and patching filters, by name."""
         return {
             "infra_apt_mirrors": infra_apt_mirrors,
             "infra_apt_pending_security": infra_apt_pending_security,
