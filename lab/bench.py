@@ -8,13 +8,19 @@ Never a pass/fail test: it measures, on this machine, in a lab of its own (conta
    `--tags certs` run; beside them the floor, the same packages installed with plain apt-get
    into fresh containers of the same images; and the ratios.
 2. Serving: HTTPS requests per second and p50/p99 latency with wrk from `client` through the
-   load balancer, against direct HTTPS from lb-01 to one web server (the reference), with
+   load balancer, against direct HTTPS from the first load balancer to the first web server
+   (the reference), with
    keep-alive and with a new TLS handshake per request; then each tuning of TUNINGS before
    and after, in the same run; then the connection curve (CURVE_CONNECTIONS) through the load
    balancer with the settings from before the overload work (OVERLOAD_BEFORE) and after, and
    the knee of each curve.
 
 The bench's client stands in for many visitors: it is on the rate limit's allow-list.
+
+The hosts are the lab inventory's: the servers are the hosts of the site's required groups
+(infra_required_groups, checked by the filter infra_check_inventory), each moved from the lab's
+subnet to the bench's at the same offset, so a bigger lab needs no edit here. The parsers and
+the report are in lab/bench_report.py.
 
 Each playbook's output (with ansible.posix.profile_tasks and profile_roles) is kept in
 .cache/bench/<run>.log.
@@ -23,6 +29,7 @@ Each playbook's output (with ansible.posix.profile_tasks and profile_roles) is k
 """
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -33,20 +40,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ansible.errors import AnsibleFilterError
+from bench_report import (CURVE_CONNECTIONS, MODES, BenchError, knee, parse_s_time, parse_wrk,
+                          report, role_times, tasks_run)
+from labctl import container_name
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "filter_plugins"))
+from inventory_checks import infra_check_inventory  # noqa: E402  pylint: disable=wrong-import-position
+
 PREFIX = "bench"
-SUBNET = "172.30.30"
 STATE = ROOT / ".cache" / "bench"
-SERVERS = ("lb-01", "web-01", "web-02")
-WEB_01 = f"{SUBNET}.11"  # the reference web server, reached directly from lb-01
-CLIENT = f"{SUBNET}.30"  # wrk's host
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed; the message says which."""
+SUBNET = "172.30.30.0/24"  # the bench's own network; the lab's hosts keep their offsets in it
+LAB_INVENTORY = ROOT / "inventory" / "lab"
+CLIENT_HOST = "client"  # wrk's host: the lab's outsider (lab/support.yml gives it its tools)
 
 
 def tool(name):
+    """A tool of the virtualenv: on PATH, else beside this Python."""
     return shutil.which(name) or str(Path(sys.executable).parent / name)
 
 
@@ -61,25 +72,93 @@ def sh(cmd, *, env=None, timeout=3600, check=True):
     return took, proc.stdout
 
 
-def write_inventory():
-    """The lab inventory, moved to the bench's own subnet, SSH key and fact cache."""
+def read_inventory(inventory=LAB_INVENTORY):
+    """`ansible-inventory --list` of an inventory, with the site's own group_vars (--playbook-dir)."""
+    _, out = sh([tool("ansible-inventory"), "-i", str(inventory), "--playbook-dir", str(ROOT), "--list"], env=env())
+    return json.loads(out)
+
+
+def inventory_groups(data):
+    """{group: [hosts]} of `ansible-inventory --list` output, child groups' hosts included, in order."""
+    def members(group, seen=()):
+        """The hosts of a group and of its children, each once."""
+        entry = data.get(group, {})
+        hosts = list(entry.get("hosts", []))
+        for child in entry.get("children", []):
+            if child not in seen:
+                hosts += [h for h in members(child, (*seen, group)) if h not in hosts]
+        return hosts
+    return {group: members(group) for group in data if group != "_meta"}
+
+
+def move_address(address, lab_subnet, subnet=SUBNET):
+    """An address of the lab's subnet at the same offset in the bench's; other addresses unchanged."""
+    lab_net, bench_net = ipaddress.ip_network(lab_subnet), ipaddress.ip_network(subnet)
+    addr = ipaddress.ip_address(address)
+    if addr.version != lab_net.version or addr not in lab_net:
+        return str(addr)
+    return str(bench_net.network_address + (int(addr) - int(lab_net.network_address)))
+
+
+def topology(data, subnet=SUBNET):
+    """What the bench needs from the lab inventory (`ansible-inventory --list`), its addresses
+    moved to the bench's subnet: the servers (infra_check_inventory over infra_required_groups),
+    the load balancer and the web server of the direct path (the first of each group), wrk's
+    client, the site's name and the lab's subnet."""
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    groups = inventory_groups(data)
+    site = next(iter(hostvars.values()), {})
+    subnets = {hv["lab_subnet"] for hv in hostvars.values() if "lab_subnet" in hv}
+    if len(subnets) != 1 or "infra_required_groups" not in site or "infra_site_name" not in site:
+        raise BenchError("the lab inventory must give one lab_subnet, and the site's group_vars "
+                         "infra_required_groups and infra_site_name (read with --playbook-dir)")
+    lab_subnet = subnets.pop()
+    if ipaddress.ip_network(lab_subnet).num_addresses > ipaddress.ip_network(subnet).num_addresses:
+        raise BenchError(f"the lab's subnet {lab_subnet} does not fit in the bench's {subnet}")
+    try:
+        servers = infra_check_inventory(groups, site["infra_required_groups"])
+    except AnsibleFilterError as exc:  # an inventory site.yml would refuse too
+        raise BenchError(f"lab inventory: {exc}") from exc
+    if CLIENT_HOST not in hostvars:
+        raise BenchError(f"the lab inventory has no host '{CLIENT_HOST}' (wrk's host)")
+
+    def address(host):
+        """A host's address in the bench."""
+        return move_address(hostvars[host].get("ansible_host", host), lab_subnet, subnet)
+    lb, web = groups["loadbalancers"][0], groups["webservers"][0]
+    return {"servers": servers, "lab_subnet": lab_subnet, "site": site["infra_site_name"],
+            "lb": lb, "web": web, "web_address": address(web),
+            "client": CLIENT_HOST, "client_address": address(CLIENT_HOST)}
+
+
+def move_addresses(text, lab_subnet, subnet=SUBNET):
+    """Every IPv4 address of the lab's subnet in a text, moved to the bench's subnet."""
+    return re.sub(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])",
+                  lambda m: move_address(m.group(0), lab_subnet, subnet), text)
+
+
+def write_inventory(topo):
+    """The lab inventory, moved to the bench's own subnet, SSH key and fact cache; its client on
+    the rate limit's allow-list. ``topo``: topology() of the lab inventory."""
     inv = STATE / "inventory"
     if inv.exists():
         shutil.rmtree(inv)
-    shutil.copytree(ROOT / "inventory" / "lab", inv, ignore=shutil.ignore_patterns("pki"))
-    hosts = (inv / "hosts.yml").read_text().replace("172.30.10.", f"{SUBNET}.")
+    shutil.copytree(LAB_INVENTORY, inv, ignore=shutil.ignore_patterns("pki"))
+    hosts = move_addresses((inv / "hosts.yml").read_text(), topo["lab_subnet"])
     hosts = re.sub(r"\n\s+lab_publish: \[[^\]]*\]", "", hosts)
     (inv / "hosts.yml").write_text(hosts)
     allvars = inv / "group_vars" / "all.yml"
-    text = allvars.read_text().replace("172.30.10.", f"{SUBNET}.")
+    text = move_addresses(allvars.read_text(), topo["lab_subnet"])
     text = re.sub(r"(?m)^lab_ssh_dir: .*$", f"lab_ssh_dir: {ROOT / '.lab' / PREFIX / 'ssh'}", text)
     text += ("\n# The bench's client stands in for many visitors at full speed: never rate limited.\n"
-             f"haproxy_rate_limit_allow: [{CLIENT}]\n")
+             f"haproxy_rate_limit_allow: [{topo['client_address']}]\n")
     allvars.write_text(text)
     return inv
 
 
 def env():
+    """The environment of every ansible command: the project's config, no colour, profile
+    callbacks, the bench's own fact cache, the virtualenv first on PATH."""
     return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                 ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks,ansible.posix.profile_roles",
                 PROFILE_TASKS_TASK_OUTPUT_LIMIT="40",
@@ -106,14 +185,14 @@ def playbook(inv, *args, log=None):
 CALLS = 40
 
 
-def module_call_cost(inv, calls=CALLS):
+def module_call_cost(inv, servers, calls=CALLS):
     """Seconds per module call on the servers at once: the smallest task there is
     (ansible.builtin.ping, `calls` times on every server), so a run of N tasks per host cannot
     take less than about N times this."""
     book = STATE / "module-calls.yml"
     book.write_text(f"""---
 - name: Bench | the cost of one module call on every server
-  hosts: loadbalancers:webservers:db_primary:db_replica
+  hosts: {":".join(servers)}
   gather_facts: false
   tasks:
     - name: One ping, then {calls} more
@@ -129,61 +208,33 @@ def module_call_cost(inv, calls=CALLS):
     return round(float(match.group(1)) / calls, 3)
 
 
-def tasks_run(out):
-    """Tasks a host really ran in a playbook (ok, not skipped), per host, from the recap."""
-    return {host: int(ok) for host, ok in re.findall(r"^(\S+)\s+: ok=(\d+)", out, re.M) if host != "localhost"}
-
-
 def docker_exec(host, command, timeout=1800):
-    return sh(["docker", "exec", f"{PREFIX}-{host}", "bash", "-c", command], timeout=timeout)
+    """Run a bash command in a bench host's container; (seconds, output)."""
+    return sh(["docker", "exec", container_name(PREFIX, host), "bash", "-c", command], timeout=timeout)
 
 
 def manual_packages(host):
+    """The packages apt marks as manually installed on a bench host."""
     return set(docker_exec(host, "apt-mark showmanual")[1].split())
 
 
-def floor(inv, packages):
+def floor(inv, servers, packages):
     """Fresh containers; the same packages with plain apt-get on every server at once (without
     recommends, as the roles install them)."""
     fresh_lab(inv)
-    base = {host: manual_packages(host) for host in SERVERS}
+    base = {host: manual_packages(host) for host in servers}
 
     def install(host):
+        """Install one server's packages; (host, seconds, how many)."""
         wanted = sorted(packages[host] - base[host])
         took, _ = docker_exec(host, "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && "
                               f"apt-get install -y -q --no-install-recommends {' '.join(wanted)} >/dev/null")
         return host, took, len(wanted)
 
     started = time.monotonic()
-    with ThreadPoolExecutor(len(SERVERS)) as pool:
-        results = list(pool.map(install, SERVERS))
+    with ThreadPoolExecutor(len(servers)) as pool:
+        results = list(pool.map(install, servers))
     return round(time.monotonic() - started, 1), {h: {"seconds": round(t, 1), "packages": n} for h, t, n in results}
-
-
-WRK_LINE = re.compile(r"Requests/sec:\s+([0-9.]+)")
-LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([0-9.]+)(us|ms|s)\s*$", re.M)
-WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in ", re.M)
-WRK_NON_2XX = re.compile(r"^\s*Non-2xx or 3xx responses: (\d+)", re.M)
-WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
-
-
-def parse_wrk(out):
-    """wrk's report: requests per second, p50/p99 latency in ms and its error lines; and, as
-    numbers, the requests it completed, those answered other than 2xx/3xx and its socket
-    errors (connect, read, write, timeout)."""
-    rps = WRK_LINE.search(out)
-    lat = {p: float(v) * {"us": 0.001, "ms": 1, "s": 1000}[u] for p, v, u in LATENCY.findall(out)}
-    requests = WRK_REQUESTS.search(out)
-    if not rps or not requests or "50" not in lat or "99" not in lat:
-        raise BenchError(f"wrk printed no figures:\n{out}")
-    errors = re.findall(r"^\s*(Non-2xx or 3xx responses: \d+|Socket errors: .*)$", out, re.M)
-    non_2xx = WRK_NON_2XX.search(out)
-    socket = WRK_SOCKET.search(out)
-    return {"rps": float(rps.group(1)), "p50_ms": round(lat["50"], 2), "p99_ms": round(lat["99"], 2),
-            "errors": "; ".join(errors), "requests": int(requests.group(1)),
-            "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-            "socket_errors": dict(zip(("connect", "read", "write", "timeout"),
-                                      map(int, socket.groups() if socket else (0, 0, 0, 0))))}
 
 
 def wrk(host, url, duration, connections, close, host_header=None, timeout=None):
@@ -195,8 +246,6 @@ def wrk(host, url, duration, connections, close, host_header=None, timeout=None)
     return parse_wrk(out)
 
 
-MODES = {"keep-alive": False, "new TLS handshake per request": True}
-LB_URL = "https://www.foobar.com:443/"
 
 # Each tuning: what it changes, which play applies it, the path it is measured on, and the
 # extra variables of its "before" and "after" (after: the roles' defaults, unless the
@@ -213,24 +262,6 @@ TUNINGS = [
 ]
 
 
-S_TIME = re.compile(r"(\d+) connections in (\d+) real seconds")
-
-
-def parse_s_time(out):
-    """`openssl s_time`'s report: connections per second and the share of resumed sessions.
-
-    s_time prints one character per connection: `r` when the session was resumed, `*` (or the
-    protocol's letter) when the handshake was a full one.
-    """
-    runs = S_TIME.findall(out)
-    if not runs:
-        raise BenchError(f"openssl s_time printed no figures:\n{out[-2000:]}")
-    count, seconds = map(int, runs[-1])
-    marks = sum(line.count("r") for line in out.splitlines() if line and set(line) <= set("r*t3"))
-    return {"connections_per_s": round(count / max(seconds, 1), 1), "connections": count,
-            "resumed_share": round(marks / count, 3) if count else 0.0}
-
-
 def s_time(host, target, duration, reuse):
     """One `openssl s_time` run from a host: full handshakes (-new) or resumed ones (-reuse)."""
     mode = "-reuse" if reuse else "-new"
@@ -239,11 +270,16 @@ def s_time(host, target, duration, reuse):
     return parse_s_time(out)
 
 
-def handshakes(duration):
+def direct_label(topo):
+    """The name of the reference path in the report: the web server, reached directly."""
+    return f"direct to {topo['web']} (reference)"
+
+
+def handshakes(topo, duration):
     """TLS session resumption, as a client that resumes sees it: one connection at a time,
     a full handshake each (-new) against a resumed session each (-reuse)."""
-    targets = {"through the load balancer": ("client", "www.foobar.com:443"),
-               "direct to web-01 (reference)": ("lb-01", f"{WEB_01}:443")}
+    targets = {"through the load balancer": (topo["client"], f"{topo['site']}:443"),
+               direct_label(topo): (topo["lb"], f"{topo['web_address']}:443")}
     results = {}
     for label, (host, target) in targets.items():
         for reuse in (False, True):
@@ -255,24 +291,29 @@ def handshakes(duration):
     return results
 
 
-def serving_paths(duration, connections):
+def lb_url(topo):
+    """The site's address, through the load balancer."""
+    return f"https://{topo['site']}:443/"
+
+
+def serving_paths(topo, duration, connections):
     """The two paths, each mode: (path, mode) -> wrk's figures."""
     return {
-        "lb": lambda close: wrk("client", LB_URL, duration, connections, close),
-        "direct": lambda close: wrk("lb-01", f"https://{WEB_01}:443/", duration, connections, close,
-                                    host_header="www.foobar.com"),
+        "lb": lambda close: wrk(topo["client"], lb_url(topo), duration, connections, close),
+        "direct": lambda close: wrk(topo["lb"], f"https://{topo['web_address']}:443/", duration, connections, close,
+                                    host_header=topo["site"]),
     }
 
 
-def serving(inv, duration, connections):
+def serving(inv, topo, duration, connections):
     """Both paths in both modes, then each tuning before and after, side by side."""
-    # wrk is on the client (lab/support.yml); the reference runs from lb-01, which alone may
-    # reach a web server's 443, so it gets wrk too (a bench container: nothing to keep clean).
-    docker_exec("lb-01", "command -v wrk >/dev/null || (apt-get update -q >/dev/null && "
+    # wrk is on the client (lab/support.yml); the reference runs from the load balancer, which
+    # alone may reach a web server's 443, so it gets wrk too (a bench container: nothing to keep clean).
+    docker_exec(topo["lb"], "command -v wrk >/dev/null || (apt-get update -q >/dev/null && "
                          "DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null)")
-    paths = serving_paths(duration, connections)
+    paths = serving_paths(topo, duration, connections)
     runs = {f"{label}, {mode}": paths[path](close)
-            for path, label in (("lb", "through the load balancer"), ("direct", "direct to web-01 (reference)"))
+            for path, label in (("lb", "through the load balancer"), ("direct", direct_label(topo)))
             for mode, close in MODES.items()}
     tunings = []
     for tuning in TUNINGS:
@@ -282,12 +323,11 @@ def serving(inv, duration, connections):
             playbook(inv, "site.yml", "--tags", tuning["tags"], *extra_vars(extra))
             result[side] = {"vars": extra, **{mode: paths[tuning["path"]](close) for mode, close in MODES.items()}}
         tunings.append(result)
-    curve = connection_curve(inv, duration)
+    curve = connection_curve(inv, topo, duration)
     playbook(inv, "site.yml", "--tags", "lb,web")
-    return {"runs": runs, "tunings": tunings, "curve": curve, "handshakes": handshakes(duration)}
+    return {"runs": runs, "tunings": tunings, "curve": curve, "handshakes": handshakes(topo, duration)}
 
 
-CURVE_CONNECTIONS = (100, 1000, 5000)
 # The serving settings from before the overload work (issue 20), as -e: no per-server limit
 # (a number no run reaches), HAProxy's frontend limit as large as the container's open-file limit
 # let its old derived default be (about 9 500 for the process, as today's 2 x 4 500),
@@ -305,7 +345,7 @@ OVERLOAD_BEFORE = {
 CURVE_TIMEOUT_S = 30  # wrk's request timeout on the curve: past the old 30 s queue, nothing is cut short
 
 
-def connection_curve(inv, duration):
+def connection_curve(inv, topo, duration):
     """Requests/s and p99 through the load balancer at each of CURVE_CONNECTIONS, before and
     after, each mode; the knee of each curve."""
     curve = {}
@@ -316,24 +356,12 @@ def connection_curve(inv, duration):
             points = {}
             for connections in CURVE_CONNECTIONS:
                 try:
-                    points[connections] = wrk("client", LB_URL, duration, connections, close, timeout=CURVE_TIMEOUT_S)
+                    points[connections] = wrk(topo["client"], lb_url(topo), duration, connections, close,
+                                              timeout=CURVE_TIMEOUT_S)
                 except (BenchError, subprocess.TimeoutExpired) as exc:  # a point missing, not the whole bench
                     points[connections] = {"error": str(exc)[:500]}
             curve[side][mode] = {"points": points, "knee": knee(points)}
     return curve
-
-
-def knee(points, gain=0.10):
-    """The knee of a throughput curve {connections: wrk figures}: the connection count past
-    which more connections add less than `gain` (10%) requests/s, only latency (None when a
-    point is missing). The last point when throughput still rises at the end."""
-    ordered = sorted(points.items())
-    if not ordered or any("rps" not in figures for _, figures in ordered):
-        return None
-    for (connections, figures), (_, following) in zip(ordered, ordered[1:]):
-        if following["rps"] < figures["rps"] * (1 + gain):
-            return connections
-    return ordered[-1][0]
 
 
 def extra_vars(values):
@@ -342,6 +370,7 @@ def extra_vars(values):
 
 
 def main(argv=None):
+    """`make bench`: run every measure in a fresh bench lab, print the report, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=str(ROOT / ".cache" / "bench.json"))
     parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
@@ -351,17 +380,18 @@ def main(argv=None):
     STATE.mkdir(parents=True, exist_ok=True)
     figures = {"machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
     try:
-        inv = write_inventory()
+        topo = topology(read_inventory())
+        inv = write_inventory(topo)
         fresh_lab(inv)
         playbook(inv, "lab/support.yml")
-        call_s = module_call_cost(inv)
+        call_s = module_call_cost(inv, topo["servers"])
         full, changed_full, _ = playbook(inv, "site.yml", log="full")
         again, changed_again, again_out = playbook(inv, "site.yml", log="no-change")
         again_roles = role_times(again_out)
         certs, changed_certs, _ = playbook(inv, "site.yml", "--tags", "certs", log="certs")
-        packages = {host: manual_packages(host) for host in SERVERS}
-        figures["serving"] = serving(inv, args.duration, args.connections)
-        floor_total, floor_hosts = floor(inv, packages)
+        packages = {host: manual_packages(host) for host in topo["servers"]}
+        figures["serving"] = serving(inv, topo, args.duration, args.connections)
+        floor_total, floor_hosts = floor(inv, topo["servers"], packages)
         figures["playbook"] = {
             "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,
             "apt_floor_per_host": floor_hosts, "no_change_roles": again_roles,
@@ -379,74 +409,6 @@ def main(argv=None):
     print(report(figures))
     print(f"\nfigures: {args.json}")
     return 0
-
-
-def report(figures):
-    p = figures["playbook"]
-    lines = ["playbook cost (seconds)",
-             f"  full converge, fresh containers   {p['full_converge_s']:>8}",
-             f"  second run, no change             {p['no_change_run_s']:>8}   changed: {p['changed']['no_change']}",
-             f"  --tags certs                      {p['certs_run_s']:>8}",
-             f"  floor: same packages, apt-get     {p['apt_floor_s']:>8}"]
-    lines += [f"  {name:<34}{value:>8}" for name, value in p["ratios"].items()]
-    if p.get("module_call_s"):
-        busiest = max(p["no_change_tasks"].values())
-        lines += [f"  one module call (ping, every server)  {p['module_call_s']:>5}   "
-                  f"x {busiest} tasks of the busiest host = {p['module_call_s'] * busiest:.1f} s"]
-    if p.get("no_change_roles"):
-        lines += ["", "no-change run, seconds per role (ansible.posix.profile_roles)"]
-        lines += [f"  {role:<34}{took:>8}" for role, took in p["no_change_roles"].items()]
-    serving = figures["serving"]
-    lines += ["", f"serving ({'requests/s':>10} {'p50 ms':>8} {'p99 ms':>8})"]
-    lines += [f"  {name:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}"
-              for name, r in serving["runs"].items()]
-    for tuning in serving["tunings"]:
-        lines += ["", f"tuning: {tuning['name']} ({tuning['path']})"]
-        for side in ("before", "after"):
-            for mode in MODES:
-                r = tuning[side][mode]
-                label = f"{side} {json.dumps(tuning[side]['vars'])}, {mode}"
-                lines.append(f"  {label:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}")
-    if serving.get("curve"):
-        lines += curve_report(serving["curve"])
-    if serving.get("handshakes"):
-        lines += ["", f"TLS handshakes, one connection at a time (openssl s_time) {'conn/s':>8} {'resumed':>8}"]
-        lines += [f"  {name:<58}{r['connections_per_s']:>10.1f} {r['resumed_share']:>8.0%}" if "error" not in r
-                  else f"  {name:<58} failed: {r['error'].splitlines()[0]}" for name, r in serving["handshakes"].items()]
-    return "\n".join(lines)
-
-
-def curve_report(curve):
-    """The connection curve, before and after side by side, and each curve's knee."""
-    lines = ["", "connection curve through the load balancer: before (settings of OVERLOAD_BEFORE) and after "
-                 "(the roles' defaults)",
-             f"  {'mode':<32}{'connections':>12}{'before req/s':>14}{'p99 ms':>10}{'after req/s':>14}{'p99 ms':>10}"]
-
-    def cell(figures):
-        if "rps" not in figures:
-            return f"{'failed':>14}{'':>10}"
-        return f"{figures['rps']:>14.0f}{figures['p99_ms']:>10.2f}"
-    for mode in MODES:
-        for connections in CURVE_CONNECTIONS:
-            before = curve["before"][mode]["points"][connections]
-            after = curve["after"][mode]["points"][connections]
-            errors = "; ".join(f"{side}: {f.get('errors') or f.get('error', '')}" for side, f in
-                               (("before", before), ("after", after)) if f.get("errors") or f.get("error"))
-            lines.append(f"  {mode:<32}{connections:>12}{cell(before)}{cell(after)}  {errors}".rstrip())
-        lines.append(f"  {'':<32}knee: before at {curve['before'][mode]['knee']} connections, "
-                     f"after at {curve['after'][mode]['knee']}")
-    return lines
-
-
-ROLE_LINE = re.compile(r"^(\S.*?) -+ (\d+\.\d+)s$", re.M)
-
-
-def role_times(out):
-    """ansible.posix.profile_roles' recap: role (or module, outside roles) -> seconds, slowest first."""
-    recap = out.partition("ROLES RECAP")[2].partition("~~~~")[0]
-    if not recap:
-        raise BenchError("the playbook printed no ROLES RECAP (is ansible.posix.profile_roles enabled?)")
-    return {name: float(took) for name, took in ROLE_LINE.findall(recap)}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""lab/bench.py's parsing of wrk reports and its copy of the lab inventory."""
+"""lab/bench.py's copy of the lab inventory and what it reads from it, and lab/bench_report.py's
+parsing of the tools' reports and its report."""
 
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
+import bench_report  # noqa: E402  pylint: disable=wrong-import-position
 
 REPORT = """Running 10s test @ https://www.foobar.com:443/
   2 threads and 16 connections
@@ -27,7 +29,7 @@ Transfer/sec:     10.55MB
 
 
 def test_wrk_report_gives_rate_latencies_in_ms_and_errors():
-    figures = bench.parse_wrk(REPORT)
+    figures = bench_report.parse_wrk(REPORT)
     assert figures == {"rps": 15218.57, "p50_ms": 0.92, "p99_ms": 1360.0,
                        "errors": "Socket errors: connect 0, read 3, write 0, timeout 0; Non-2xx or 3xx responses: 12",
                        "requests": 152262, "non_2xx": 12,
@@ -36,25 +38,31 @@ def test_wrk_report_gives_rate_latencies_in_ms_and_errors():
 
 def test_wrk_report_without_errors_counts_zero():
     clean = "\n".join(line for line in REPORT.splitlines() if "errors" not in line and "Non-2xx" not in line)
-    figures = bench.parse_wrk(clean)
+    figures = bench_report.parse_wrk(clean)
     assert figures["non_2xx"] == 0 and figures["requests"] == 152262
     assert figures["socket_errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}
 
 
 def test_wrk_report_without_latency_distribution_is_an_error():
-    with pytest.raises(bench.BenchError, match="no figures"):
-        bench.parse_wrk("Requests/sec:  10.0\n")
+    with pytest.raises(bench_report.BenchError, match="no figures"):
+        bench_report.parse_wrk("Requests/sec:  10.0\n")
 
 
-def test_bench_inventory_is_the_lab_moved_to_its_own_subnet_and_key(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def lab_topology():
+    """What the bench reads from the real lab inventory (ansible-inventory, once)."""
+    return bench.topology(bench.read_inventory())
+
+
+def test_bench_inventory_is_the_lab_moved_to_its_own_subnet_and_key(tmp_path, monkeypatch, lab_topology):
     monkeypatch.setattr(bench, "STATE", tmp_path)
-    inv = bench.write_inventory()
+    inv = bench.write_inventory(lab_topology)
     hosts = (inv / "hosts.yml").read_text()
-    assert "172.30.10." not in hosts and f"{bench.SUBNET}.10" in hosts
+    assert "172.30.10." not in hosts and "172.30.30.10" in hosts
     assert "lab_publish: [" not in hosts
     allvars = (inv / "group_vars" / "all.yml").read_text()
     assert f"lab_ssh_dir: {bench.ROOT / '.lab' / 'bench' / 'ssh'}" in allvars
-    assert f"{bench.SUBNET}.1/32" in allvars
+    assert "172.30.30.1/32" in allvars
     assert not (inv / "pki").exists()
 
 
@@ -77,12 +85,12 @@ common : Install the packages ------------------------------------------- 3.10s
 
 
 def test_role_times_read_the_roles_recap_only():
-    assert bench.role_times(RECAP) == {"common": 21.5, "firewall": 12.07, "include_role": 0.9}
+    assert bench_report.role_times(RECAP) == {"common": 21.5, "firewall": 12.07, "include_role": 0.9}
 
 
 def test_role_times_without_a_recap_is_an_error():
-    with pytest.raises(bench.BenchError, match="ROLES RECAP"):
-        bench.role_times("PLAY RECAP ***\n")
+    with pytest.raises(bench_report.BenchError, match="ROLES RECAP"):
+        bench_report.role_times("PLAY RECAP ***\n")
 
 
 def test_tuning_variables_keep_their_types():
@@ -100,17 +108,17 @@ rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr
 
 
 def test_s_time_report_gives_rate_and_resumed_share():
-    assert bench.parse_s_time(S_TIME_REUSE) == {"connections_per_s": 8.2, "connections": 82,
+    assert bench_report.parse_s_time(S_TIME_REUSE) == {"connections_per_s": 8.2, "connections": 82,
                                                 "resumed_share": 0.988}
 
 
 def test_s_time_without_figures_is_an_error():
-    with pytest.raises(bench.BenchError, match="s_time printed no figures"):
-        bench.parse_s_time("connect: Connection refused\nconnect:errno=111\n")
+    with pytest.raises(bench_report.BenchError, match="s_time printed no figures"):
+        bench_report.parse_s_time("connect: Connection refused\nconnect:errno=111\n")
 
 
 def test_tasks_run_are_the_ok_counts_of_the_servers():
-    assert bench.tasks_run(RECAP + "localhost                  : ok=1    changed=0\n") == {"lb-01": 180}
+    assert bench_report.tasks_run(RECAP + "localhost                  : ok=1    changed=0\n") == {"lb-01": 180}
 
 
 def point(rps, p99=1.0):
@@ -118,22 +126,22 @@ def point(rps, p99=1.0):
 
 
 def test_knee_is_where_more_connections_stop_adding_throughput():
-    assert bench.knee({100: point(10000), 1000: point(10500), 5000: point(9000)}) == 100
-    assert bench.knee({100: point(5000), 1000: point(9000), 5000: point(9200)}) == 1000
-    assert bench.knee({100: point(5000), 1000: point(9000), 5000: point(12000)}) == 5000
+    assert bench_report.knee({100: point(10000), 1000: point(10500), 5000: point(9000)}) == 100
+    assert bench_report.knee({100: point(5000), 1000: point(9000), 5000: point(9200)}) == 1000
+    assert bench_report.knee({100: point(5000), 1000: point(9000), 5000: point(12000)}) == 5000
 
 
 def test_knee_of_a_curve_with_a_missing_point_is_unknown():
-    assert bench.knee({100: point(10000), 1000: {"error": "wrk failed"}, 5000: point(9000)}) is None
-    assert bench.knee({}) is None
+    assert bench_report.knee({100: point(10000), 1000: {"error": "wrk failed"}, 5000: point(9000)}) is None
+    assert bench_report.knee({}) is None
 
 
 def test_curve_report_puts_before_and_after_side_by_side_with_the_knee():
-    points = {c: point(1000.0 * i, p99=10.0 * i) for i, c in enumerate(bench.CURVE_CONNECTIONS, 1)}
+    points = {c: point(1000.0 * i, p99=10.0 * i) for i, c in enumerate(bench_report.CURVE_CONNECTIONS, 1)}
     failed = {**points, 5000: {"error": "wrk printed no figures"}}
-    curve = {side: {mode: {"points": pts, "knee": bench.knee(pts)} for mode in bench.MODES}
+    curve = {side: {mode: {"points": pts, "knee": bench_report.knee(pts)} for mode in bench_report.MODES}
              for side, pts in (("before", failed), ("after", points))}
-    lines = bench.curve_report(curve)
+    lines = bench_report.curve_report(curve)
     row = next(line for line in lines if line.split()[:2] == ["keep-alive", "1000"])
     assert row.split()[-4:] == ["2000", "20.00", "2000", "20.00"]
     failed_row = next(line for line in lines if line.split()[:2] == ["keep-alive", "5000"])
@@ -141,12 +149,12 @@ def test_curve_report_puts_before_and_after_side_by_side_with_the_knee():
     assert "knee: before at None connections, after at 5000" in "\n".join(lines)
 
 
-def test_bench_client_is_on_the_rate_limit_allow_list(tmp_path, monkeypatch):
+def test_bench_client_is_on_the_rate_limit_allow_list(tmp_path, monkeypatch, lab_topology):
     monkeypatch.setattr(bench, "STATE", tmp_path)
-    allvars = (bench.write_inventory() / "group_vars" / "all.yml").read_text()
-    assert f"haproxy_rate_limit_allow: [{bench.CLIENT}]" in allvars
+    allvars = (bench.write_inventory(lab_topology) / "group_vars" / "all.yml").read_text()
+    assert "haproxy_rate_limit_allow: [172.30.30.30]" in allvars
     hosts = (tmp_path / "inventory" / "hosts.yml").read_text()
-    assert f"ansible_host: {bench.CLIENT}" in hosts
+    assert "ansible_host: 172.30.30.30" in hosts
 
 
 def test_old_settings_of_the_curve_are_the_variables_the_roles_declare():
@@ -156,3 +164,71 @@ def test_old_settings_of_the_curve_are_the_variables_the_roles_declare():
                         ["argument_specs"]["main"]["options"])
     # nginx_max_clients is the fact the nginx role publishes, overridden on purpose (see OVERLOAD_BEFORE).
     assert set(bench.OVERLOAD_BEFORE) - {"nginx_max_clients"} <= declared
+
+
+def test_lab_topology_is_read_from_the_inventory_and_the_site_group_vars(lab_topology):
+    assert lab_topology == {"servers": ["lb-01", "web-01", "web-02"], "lab_subnet": "172.30.10.0/24",
+                            "site": "www.foobar.com", "lb": "lb-01", "web": "web-01", "web_address": "172.30.30.11",
+                            "client": "client", "client_address": "172.30.30.30"}
+
+
+SITE = {"lab_subnet": "10.20.0.0/24", "infra_site_name": "shop.example.org",
+        "infra_required_groups": ["loadbalancers", "webservers", "db_primary", "db_replica"]}
+
+
+def bigger_lab(**changes):
+    """`ansible-inventory --list` of a bigger lab: two load balancers, three web servers, the
+    databases in a parent group, on another subnet."""
+    addresses = {"lb-02": "10.20.0.9", "lb-01": "10.20.0.10", "web-01": "10.20.0.11", "web-02": "10.20.0.12",
+                 "web-03": "10.20.0.13", "client": "10.20.0.30", "outside": "192.0.2.7"}
+    data = {
+        "_meta": {"hostvars": {h: dict(SITE, ansible_host=a) for h, a in addresses.items()}},
+        "all": {"children": ["ungrouped", "loadbalancers", "webservers", "databases", "lab_support"]},
+        "loadbalancers": {"hosts": ["lb-02", "lb-01"]},
+        "webservers": {"hosts": ["web-01", "web-02", "web-03"]},
+        "databases": {"children": ["db_primary", "db_replica"]},
+        "db_primary": {"hosts": ["web-01"]},
+        "db_replica": {"hosts": ["web-02", "web-03"]},
+        "lab_support": {"hosts": ["client", "outside"]},
+    }
+    data.update(changes)
+    return data
+
+
+def test_bigger_lab_needs_no_edit():
+    topo = bench.topology(bigger_lab())
+    assert topo["servers"] == ["lb-02", "lb-01", "web-01", "web-02", "web-03"]
+    assert (topo["lb"], topo["web"], topo["web_address"], topo["site"]) == (
+        "lb-02", "web-01", "172.30.30.11", "shop.example.org")
+    assert topo["client_address"] == "172.30.30.30"
+
+
+def test_child_groups_give_their_hosts_to_the_parent():
+    groups = bench.inventory_groups(bigger_lab())
+    assert groups["databases"] == ["web-01", "web-02", "web-03"]
+    assert groups["all"][:2] == ["lb-02", "lb-01"] and "outside" in groups["all"]
+
+
+@pytest.mark.parametrize("address, moved", [
+    ("10.20.0.10", "172.30.30.10"), ("10.20.0.1", "172.30.30.1"), ("10.20.0.0", "172.30.30.0"),
+    ("192.0.2.7", "192.0.2.7"), ("10.20.1.10", "10.20.1.10"), ("fd00::10", "fd00::10")])
+def test_addresses_keep_their_offset_in_the_bench_subnet(address, moved):
+    assert bench.move_address(address, "10.20.0.0/24") == moved
+
+
+def test_every_lab_address_of_a_text_is_moved_and_nothing_else():
+    text = "ansible_host: 10.20.0.12\nlab_subnet: 10.20.0.0/24\nadmin: [10.20.0.1/32, 110.20.0.1, 192.0.2.1]\n"
+    assert bench.move_addresses(text, "10.20.0.0/24") == (
+        "ansible_host: 172.30.30.12\nlab_subnet: 172.30.30.0/24\nadmin: [172.30.30.1/32, 110.20.0.1, 192.0.2.1]\n")
+
+
+@pytest.mark.parametrize("data, message", [
+    (bigger_lab(db_primary={"hosts": []}), "lab inventory: inventory group 'db_primary' has no hosts"),
+    (bigger_lab(_meta={"hostvars": {h: hv for h, hv in bigger_lab()["_meta"]["hostvars"].items() if h != "client"}}),
+     "no host 'client'"),
+    (bigger_lab(_meta={"hostvars": {"lb-01": {"ansible_host": "10.20.0.10"}}}), "infra_required_groups"),
+    (bigger_lab(_meta={"hostvars": {"lb-01": dict(SITE, lab_subnet="10.0.0.0/16")}}), "does not fit"),
+])
+def test_an_inventory_the_bench_cannot_use_is_refused(data, message):
+    with pytest.raises(bench_report.BenchError, match=message):
+        bench.topology(data)
