@@ -82,6 +82,7 @@ class LabError(Exception):
 
 
 def log(msg: str) -> None:
+    """Print one progress line, prefixed `lab:`."""
     print(f"lab: {msg}", flush=True)
 
 
@@ -121,6 +122,7 @@ def as_root(cmd):
 # --------------------------------------------------------------------------- Docker engine
 
 def docker_ok() -> bool:
+    """Whether a Docker engine answers `docker info`."""
     try:
         return subprocess.run(["docker", "info"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, timeout=20).returncode == 0
@@ -169,6 +171,7 @@ def ensure_engine(logfile: Path | None = None, wait: int = 60) -> None:
 # --------------------------------------------------------------------------- images
 
 def recipe_hash(name: str) -> str:
+    """A short hash of everything that shapes an image: its tag."""
     recipe = json.dumps({
         "version": RECIPE_VERSION, "suite": IMAGES[name], "packages": BASE_PACKAGES,
         "hostkeys": HOSTKEYS_UNIT, "masked": MASKED_UNITS,
@@ -177,12 +180,14 @@ def recipe_hash(name: str) -> str:
 
 
 def image_ref(name: str) -> str:
+    """The tagged reference of a lab image; an unknown image is a LabError."""
     if name not in IMAGES:
         raise LabError(f"unknown lab image '{name}' (lab_image must be one of {sorted(IMAGES)})")
     return f"infra-lab/{name}:{recipe_hash(name)}"
 
 
 def image_exists(ref: str) -> bool:
+    """Whether the engine has this image."""
     return run(["docker", "image", "inspect", ref], check=False).returncode == 0
 
 
@@ -215,6 +220,7 @@ def customise_rootfs(root: Path) -> None:
 
 
 def build_image(name: str) -> str:
+    """Build a base image with debootstrap and docker import, unless its tag exists; its reference."""
     ref = image_ref(name)
     if image_exists(ref):
         log(f"image {ref} is up to date")
@@ -321,6 +327,7 @@ def validate_hosts(hosts: list[dict], subnet: str) -> None:
 
 
 def ensure_key(prefix: str) -> Path:
+    """The lab's SSH key pair under .lab/<prefix>/ssh/, made if missing; the private key's path."""
     keydir = STATE / prefix / "ssh"
     key = keydir / "id_ed25519"
     if not key.exists():
@@ -332,6 +339,7 @@ def ensure_key(prefix: str) -> Path:
 
 
 def ensure_network(prefix: str, subnet: str) -> str:
+    """The lab's Docker network on its subnet, made if missing; its name."""
     name = f"{prefix}-net"
     proc = run(["docker", "network", "inspect", name, "--format",
                 "{{range .IPAM.Config}}{{.Subnet}}{{end}}"], check=False)
@@ -351,6 +359,7 @@ def ensure_network(prefix: str, subnet: str) -> str:
 
 
 def container_state(cname: str) -> dict | None:
+    """`docker inspect` of a container, or None when there is none."""
     proc = run(["docker", "inspect", cname], check=False)
     if proc.returncode != 0:
         return None
@@ -388,6 +397,7 @@ def start_host(prefix: str, network: str, host: dict, all_hosts: list[dict], pub
 
 
 def wait_for_systemd(cname: str, timeout: int = 90) -> None:
+    """Wait until systemd in a container is running (or degraded)."""
     deadline = time.time() + timeout
     state = ""
     while time.time() < deadline:
@@ -425,6 +435,7 @@ def bootstrap_host(cname: str, user: str, pubkey: str) -> None:
 
 
 def wait_for_ssh(prefix: str, host: dict, user: str, key: Path, timeout: int = 60) -> None:
+    """Wait until a host accepts the admin user's key over SSH and sudo works."""
     known = key.parent / "known_hosts"
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -444,6 +455,7 @@ def wait_for_ssh(prefix: str, host: dict, user: str, key: Path, timeout: int = 6
 
 
 def write_ssh_config(prefix: str, hosts: list[dict], user: str, key: Path) -> Path:
+    """An ssh_config naming every lab host, beside the key; its path."""
     cfg = key.parent / "config"
     lines = []
     for host in hosts:
@@ -456,6 +468,7 @@ def write_ssh_config(prefix: str, hosts: list[dict], user: str, key: Path) -> Pa
 
 
 def cmd_up(args) -> None:
+    """`labctl.py up`: engine, images, network, containers, admin user; then wait for SSH."""
     ensure_engine()
     if args.hosts_json:
         hosts = json.loads(Path(args.hosts_json).read_text())
@@ -485,6 +498,7 @@ def cmd_up(args) -> None:
 
 
 def cmd_down(args) -> None:
+    """`labctl.py down`: remove one lab's containers, network and key."""
     if not docker_ok():
         log("no Docker engine answers: no container to remove")
     else:
@@ -504,6 +518,7 @@ def cmd_down(args) -> None:
 
 
 def cmd_info(args) -> None:
+    """`labctl.py info`: how to reach the site and each host."""
     hosts, _ = load_inventory_hosts(args.inventory)
     cfg = STATE / args.prefix / "ssh" / "config"
     rel = os.path.relpath(cfg, Path.cwd())
@@ -519,6 +534,7 @@ def cmd_info(args) -> None:
 
 
 def main(argv=None) -> int:
+    """The command line; exit status 1 with one line `lab: ...` on a LabError."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("engine", help="make sure a Docker engine answers")

@@ -72,9 +72,11 @@ def plot(series, title, width=760, height=320):
     plot_w, plot_h = width - left - right, height - upper - lower
 
     def x(t):
+        """The chart's x for a time."""
         return left + (t - t0) / max(t1 - t0, 1) * plot_w
 
     def y(v):
+        """The chart's y for a rate."""
         return upper + plot_h - v / top * plot_h
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
@@ -133,6 +135,7 @@ def lab_url(inventory):
 
 
 def main(argv=None):
+    """`make qps`: print the rates every --interval seconds, once, the queries, or a chart."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="Prometheus base URL (default: the inventory's monitoring host)")
     parser.add_argument("--inventory", default="inventory/lab")
