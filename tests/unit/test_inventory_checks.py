@@ -11,6 +11,7 @@ GOOD = {
     "webservers": ["web-01", "web-02"],
     "db_primary": ["web-01"],
     "db_replica": ["web-02"],
+    "servers": ["lb-01", "web-01", "web-02"],
 }
 
 
@@ -19,7 +20,8 @@ def test_good_inventory_returns_servers_in_group_order():
 
 
 def test_more_hosts_are_an_inventory_change():
-    groups = dict(GOOD, webservers=["web-01", "web-02", "web-03"], db_replica=["web-02", "web-03"])
+    groups = dict(GOOD, webservers=["web-01", "web-02", "web-03"], db_replica=["web-02", "web-03"],
+                  servers=["lb-01", "web-01", "web-02", "web-03"])
     assert infra_check_inventory(groups) == ["lb-01", "web-01", "web-02", "web-03"]
 
 
@@ -38,12 +40,25 @@ def test_empty_group_is_named(group):
 
 def test_two_primaries_are_refused():
     with pytest.raises(AnsibleFilterError, match="'db_primary' must hold exactly one host, it holds 2"):
-        infra_check_inventory(dict(GOOD, db_primary=["web-01", "web-02"], db_replica=["web-03"]))
+        infra_check_inventory(dict(GOOD, db_primary=["web-01", "web-02"], db_replica=["web-03"],
+                                   servers=["lb-01", "web-01", "web-02", "web-03"]))
 
 
 def test_primary_and_replica_on_one_host_is_refused():
     with pytest.raises(AnsibleFilterError, match="'web-01' is in both 'db_primary' and 'db_replica'"):
         infra_check_inventory(dict(GOOD, db_replica=["web-01", "web-02"]))
+
+
+def test_missing_parent_group_is_named():
+    groups = {k: v for k, v in GOOD.items() if k != "servers"}
+    with pytest.raises(AnsibleFilterError, match="missing the group 'servers'"):
+        infra_check_inventory(groups)
+
+
+def test_server_left_out_of_the_parent_group_is_named():
+    groups = dict(GOOD, webservers=["web-01", "web-02", "web-03"], servers=["lb-01", "web-01", "web-02"])
+    with pytest.raises(AnsibleFilterError, match="host 'web-03' of group 'webservers' is not in the group 'servers'"):
+        infra_check_inventory(groups)
 
 
 @pytest.mark.parametrize("groups, required, message", [
