@@ -87,6 +87,36 @@ def most_advanced(positions):
     return max(sorted(positions), key=lambda host: gtid_transactions(positions[host]))
 
 
+def replica_status(status):
+    """A replica's state from ``community.mysql.mysql_replication`` (mode getreplica), whichever
+    column names the server uses (MariaDB and MySQL before 8.0.22: ``Slave_*``; later MySQL:
+    ``Replica_*``).
+
+    Returns {'is_replica', 'io_running', 'sql_running', 'running', 'sql_state', 'io_error',
+    'sql_error'}: booleans for the first four (``running`` = both threads), strings for the rest.
+    """
+    if not isinstance(status, dict):
+        raise AnsibleFilterError(f"replica status: expected the getreplica result (a mapping), got {type(status).__name__}")
+
+    def column(name):
+        for prefix in ("Slave_", "Replica_"):
+            if prefix + name in status:
+                return status[prefix + name]
+        return ""
+
+    io_running = str(column("IO_Running")) == "Yes"
+    sql_running = str(column("SQL_Running")) == "Yes"
+    return {
+        "is_replica": bool(status.get("Is_Replica", False)),
+        "io_running": io_running,
+        "sql_running": sql_running,
+        "running": io_running and sql_running,
+        "sql_state": str(column("SQL_Running_State") or ""),
+        "io_error": str(status.get("Last_IO_Error") or ""),
+        "sql_error": str(status.get("Last_SQL_Error") or ""),
+    }
+
+
 class FilterModule:
     """Database filters."""
 
@@ -96,4 +126,5 @@ class FilterModule:
             "infra_check_db_topology": check_db_topology,
             "infra_gtid_transactions": gtid_transactions,
             "infra_gtid_most_advanced": most_advanced,
+            "infra_mysql_replica_status": replica_status,
         }

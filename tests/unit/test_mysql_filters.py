@@ -86,3 +86,26 @@ def test_most_advanced_is_the_maximum_whatever_the_order(seqs):
 def test_most_advanced_needs_positions():
     with pytest.raises(AnsibleFilterError, match="non-empty"):
         mysql.most_advanced({})
+
+
+@pytest.mark.parametrize("status, expected", [
+    # MariaDB and MySQL before 8.0.22 name the columns Slave_*.
+    ({"Is_Replica": True, "Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes",
+      "Slave_SQL_Running_State": "Slave has read all relay log"},
+     {"is_replica": True, "io_running": True, "sql_running": True, "running": True}),
+    # MySQL 8.0.22 and later: Replica_*.
+    ({"Is_Replica": True, "Replica_IO_Running": "Yes", "Replica_SQL_Running": "No", "Last_SQL_Error": "dup key"},
+     {"is_replica": True, "io_running": True, "sql_running": False, "running": False, "sql_error": "dup key"}),
+    ({"Is_Replica": True, "Slave_IO_Running": "Connecting", "Slave_SQL_Running": "Yes"},
+     {"io_running": False, "running": False}),
+    # Not a replica: the module returns no replication column.
+    ({"Is_Replica": False}, {"is_replica": False, "running": False, "sql_state": ""}),
+])
+def test_replica_status_reads_either_column_names(status, expected):
+    got = mysql.replica_status(status)
+    assert {key: got[key] for key in expected} == expected
+
+
+def test_replica_status_refuses_what_is_not_a_result():
+    with pytest.raises(AnsibleFilterError, match="replica status"):
+        mysql.replica_status("Yes")
