@@ -28,14 +28,8 @@ def infra_check_inventory(groups, required=DEFAULT_REQUIRED_GROUPS, parent=DEFAU
             raise AnsibleFilterError(f"inventory is missing the required group '{group}'")
         if not groups[group]:
             raise AnsibleFilterError(f"inventory group '{group}' has no hosts; it needs at least one")
-    if "db_primary" in required and len(groups["db_primary"]) != 1:
-        raise AnsibleFilterError(
-            f"inventory group 'db_primary' must hold exactly one host, it holds {len(groups['db_primary'])}: "
-            f"{', '.join(sorted(groups['db_primary']))}")
     if "db_primary" in required and "db_replica" in required:
-        both = sorted(set(groups["db_primary"]) & set(groups["db_replica"]))
-        if both:
-            raise AnsibleFilterError(f"host '{both[0]}' is in both 'db_primary' and 'db_replica'")
+        infra_check_db_groups(groups)
     if not isinstance(parent, str) or not parent:
         raise AnsibleFilterError("parent must be the name of the group of all servers")
     if parent not in groups:
@@ -54,8 +48,33 @@ def infra_check_inventory(groups, required=DEFAULT_REQUIRED_GROUPS, parent=DEFAU
     return servers
 
 
+def infra_check_db_groups(groups, primary_group="db_primary", replica_group="db_replica"):
+    """Check the database groups; return {'primary': host, 'replicas': [sorted hosts]}.
+
+    The primary group must hold exactly one host, the replica group at least one, and no
+    host may be in both. Used by infra_check_inventory for the site's groups and by the mysql
+    role for the groups it is given (mysql_primary_group, mysql_replica_group).
+
+    Raises AnsibleFilterError naming the group.
+    """
+    if not isinstance(groups, dict):
+        raise AnsibleFilterError(f"groups must be a mapping of group names to hosts, got {type(groups).__name__}")
+    primaries = list(groups.get(primary_group) or [])
+    replicas = list(groups.get(replica_group) or [])
+    if len(primaries) != 1:
+        raise AnsibleFilterError(
+            f"inventory group '{primary_group}' must hold exactly one host, "
+            f"it holds {len(primaries)} ({', '.join(sorted(primaries)) or 'none'})")
+    if not replicas:
+        raise AnsibleFilterError(f"inventory group '{replica_group}' has no hosts; it needs at least one replica")
+    both = sorted(set(primaries) & set(replicas))
+    if both:
+        raise AnsibleFilterError(f"host '{both[0]}' is in both '{primary_group}' and '{replica_group}'")
+    return {"primary": primaries[0], "replicas": sorted(replicas)}
+
+
 class FilterModule:
     """Inventory checks."""
 
     def filters(self):
-        return {"infra_check_inventory": infra_check_inventory}
+        return {"infra_check_inventory": infra_check_inventory, "infra_check_db_groups": infra_check_db_groups}

@@ -21,22 +21,15 @@ def mysql_server_id(name):
     return int.from_bytes(digest[:4], "big") % MAX_SERVER_ID + 1
 
 
-def check_db_topology(groups, primary_group, replica_group, server_ids):
-    """Check the database groups and server ids; return {'primary': host, 'replicas': [...]}."""
-    primaries = list(groups.get(primary_group) or [])
-    replicas = list(groups.get(replica_group) or [])
-    if len(primaries) != 1:
-        raise AnsibleFilterError(
-            f"mysql_primary_group: group '{primary_group}' must hold exactly one host, "
-            f"it holds {len(primaries)} ({', '.join(primaries) or 'none'})")
-    if not replicas:
-        raise AnsibleFilterError(f"mysql_replica_group: group '{replica_group}' holds no host")
-    both = sorted(set(primaries) & set(replicas))
-    if both:
-        raise AnsibleFilterError(
-            f"inventory: {', '.join(both)} is in both '{primary_group}' and '{replica_group}'")
+def check_server_ids(hosts, server_ids):
+    """Check the database hosts' server ids (present, integers in range, all different).
+
+    ``hosts`` are the database hosts (the groups themselves are checked by the filter
+    infra_check_db_groups); ``server_ids`` maps each to its mysql_server_id. Returns ``hosts``
+    sorted. Raises AnsibleFilterError naming mysql_server_id and the host.
+    """
     seen = {}
-    for host in sorted(set(primaries + replicas)):
+    for host in sorted(set(hosts)):
         if host not in server_ids:
             raise AnsibleFilterError(f"mysql_server_id: no server id for host '{host}'")
         try:
@@ -50,7 +43,7 @@ def check_db_topology(groups, primary_group, replica_group, server_ids):
             raise AnsibleFilterError(
                 f"mysql_server_id: {seen[value]} and {host} both have server id {value}")
         seen[value] = host
-    return {"primary": primaries[0], "replicas": sorted(replicas)}
+    return sorted(set(hosts))
 
 
 def gtid_transactions(position):
@@ -123,7 +116,7 @@ class FilterModule:
     def filters(self):
         return {
             "infra_mysql_server_id": mysql_server_id,
-            "infra_check_db_topology": check_db_topology,
+            "infra_check_db_server_ids": check_server_ids,
             "infra_gtid_transactions": gtid_transactions,
             "infra_gtid_most_advanced": most_advanced,
             "infra_mysql_replica_status": replica_status,

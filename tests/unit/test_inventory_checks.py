@@ -3,7 +3,7 @@
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from inventory_checks import DEFAULT_REQUIRED_GROUPS, FilterModule, infra_check_inventory
+from inventory_checks import DEFAULT_REQUIRED_GROUPS, FilterModule, infra_check_db_groups, infra_check_inventory
 
 GOOD = {
     "all": ["lb-01", "web-01", "web-02"],
@@ -61,6 +61,28 @@ def test_server_left_out_of_the_parent_group_is_named():
         infra_check_inventory(groups)
 
 
+def test_db_groups_name_the_primary_and_sorted_replicas():
+    groups = {"db_primary": ["web-01"], "db_replica": ["web-03", "web-02"]}
+    assert infra_check_db_groups(groups) == {"primary": "web-01", "replicas": ["web-02", "web-03"]}
+
+
+@pytest.mark.parametrize("groups, message", [
+    ({"db_primary": [], "db_replica": ["b"]}, "'db_primary' must hold exactly one host, it holds 0"),
+    ({"db_primary": ["a", "b"], "db_replica": ["c"]}, "it holds 2 \\(a, b\\)"),
+    ({"db_primary": ["a"], "db_replica": []}, "inventory group 'db_replica' has no hosts"),
+    ({"db_primary": ["a"], "db_replica": ["a"]}, "host 'a' is in both"),
+])
+def test_bad_db_groups_are_named(groups, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        infra_check_db_groups(groups)
+
+
+def test_db_groups_are_the_roles_when_it_names_others():
+    """The mysql role checks the groups it is given (a switchover's interim groups)."""
+    groups = {"interim_primary": ["web-02"], "interim_replicas": ["web-01"]}
+    assert infra_check_db_groups(groups, "interim_primary", "interim_replicas")["primary"] == "web-02"
+
+
 @pytest.mark.parametrize("groups, required, message", [
     (["lb-01"], DEFAULT_REQUIRED_GROUPS, "groups must be a mapping"),
     (GOOD, "loadbalancers", "required must be a list"),
@@ -71,5 +93,6 @@ def test_wrong_types_are_refused(groups, required, message):
         infra_check_inventory(groups, required)
 
 
-def test_filter_is_registered():
-    assert FilterModule().filters()["infra_check_inventory"] is infra_check_inventory
+def test_filters_are_registered():
+    assert FilterModule().filters() == {"infra_check_inventory": infra_check_inventory,
+                                        "infra_check_db_groups": infra_check_db_groups}
