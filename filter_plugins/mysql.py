@@ -21,22 +21,15 @@ def mysql_server_id(name):
     return int.from_bytes(digest[:4], "big") % MAX_SERVER_ID + 1
 
 
-def check_db_topology(groups, primary_group, replica_group, server_ids):
-    """Check the database groups and server ids; return {'primary': host, 'replicas': [...]}."""
-    primaries = list(groups.get(primary_group) or [])
-    replicas = list(groups.get(replica_group) or [])
-    if len(primaries) != 1:
-        raise AnsibleFilterError(
-            f"mysql_primary_group: group '{primary_group}' must hold exactly one host, "
-            f"it holds {len(primaries)} ({', '.join(primaries) or 'none'})")
-    if not replicas:
-        raise AnsibleFilterError(f"mysql_replica_group: group '{replica_group}' holds no host")
-    both = sorted(set(primaries) & set(replicas))
-    if both:
-        raise AnsibleFilterError(
-            f"inventory: {', '.join(both)} is in both '{primary_group}' and '{replica_group}'")
+def check_server_ids(hosts, server_ids):
+    """Check the database hosts' server ids (present, integers in range, all different).
+
+    ``hosts`` are the database hosts (the groups themselves are checked by the filter
+    infra_check_db_groups); ``server_ids`` maps each to its mysql_server_id. Returns ``hosts``
+    sorted. Raises AnsibleFilterError naming mysql_server_id and the host.
+    """
     seen = {}
-    for host in sorted(set(primaries + replicas)):
+    for host in sorted(set(hosts)):
         if host not in server_ids:
             raise AnsibleFilterError(f"mysql_server_id: no server id for host '{host}'")
         try:
@@ -50,7 +43,7 @@ def check_db_topology(groups, primary_group, replica_group, server_ids):
             raise AnsibleFilterError(
                 f"mysql_server_id: {seen[value]} and {host} both have server id {value}")
         seen[value] = host
-    return {"primary": primaries[0], "replicas": sorted(replicas)}
+    return sorted(set(hosts))
 
 
 def gtid_transactions(position):
@@ -87,13 +80,45 @@ def most_advanced(positions):
     return max(sorted(positions), key=lambda host: gtid_transactions(positions[host]))
 
 
+def replica_status(status):
+    """A replica's state from ``community.mysql.mysql_replication`` (mode getreplica), whichever
+    column names the server uses (MariaDB and MySQL before 8.0.22: ``Slave_*``; later MySQL:
+    ``Replica_*``).
+
+    Returns {'is_replica', 'io_running', 'sql_running', 'running', 'sql_state', 'io_error',
+    'sql_error'}: booleans for the first four (``running`` = both threads), strings for the rest.
+    """
+    if not isinstance(status, dict):
+        raise AnsibleFilterError(f"replica status: expected the getreplica result (a mapping), got {type(status).__name__}")
+
+    def column(name):
+        for prefix in ("Slave_", "Replica_"):
+            if prefix + name in status:
+                return status[prefix + name]
+        return ""
+
+    io_running = str(column("IO_Running")) == "Yes"
+    sql_running = str(column("SQL_Running")) == "Yes"
+    return {
+        "is_replica": bool(status.get("Is_Replica", False)),
+        "io_running": io_running,
+        "sql_running": sql_running,
+        "running": io_running and sql_running,
+        "sql_state": str(column("SQL_Running_State") or ""),
+        "io_error": str(status.get("Last_IO_Error") or ""),
+        "sql_error": str(status.get("Last_SQL_Error") or ""),
+    }
+
+
 class FilterModule:
     """Database filters."""
 
     def filters(self):
+        """The database filters, by name."""
         return {
             "infra_mysql_server_id": mysql_server_id,
-            "infra_check_db_topology": check_db_topology,
+            "infra_check_db_server_ids": check_server_ids,
             "infra_gtid_transactions": gtid_transactions,
             "infra_gtid_most_advanced": most_advanced,
+            "infra_mysql_replica_status": replica_status,
         }

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Local lab of Debian hosts in Docker, reached over SSH like real servers.
 
-One tool serves `make lab` (hosts read from inventory/lab) and molecule's create and
-destroy playbooks (hosts given as JSON), so both start containers the same way:
+One tool serves `make lab` and molecule's create and destroy playbooks, and both read the
+hosts from inventory/lab, so both start the same hosts the same way; a scenario moves them
+to a subnet of its own (each host keeps its place in the subnet):
 
     labctl.py engine                      make sure a Docker engine answers (install/start it)
     labctl.py images                      build the Debian base images offline-from-registries
     labctl.py up --inventory inventory/lab
-    labctl.py up --prefix mol --subnet 172.30.20.0/24 --hosts-json hosts.json --no-publish
+    labctl.py up --prefix mol --subnet 172.30.20.0/24 --inventory inventory/lab --no-publish \
+        --hosts-out hosts.json            (the hosts started, with their addresses, as JSON)
     labctl.py info --inventory inventory/lab
     labctl.py down [--prefix lab]         remove containers, network and key of one lab
 
@@ -299,6 +301,24 @@ def load_inventory_hosts(inventory: str) -> tuple[list[dict], str]:
     return hosts, subnets.pop()
 
 
+def rebase_hosts(hosts: list[dict], subnet: str, new_subnet: str) -> list[dict]:
+    """The hosts moved from subnet to new_subnet, each at the same offset (x.x.10.11 -> y.y.20.11)."""
+    try:
+        old, new = ipaddress.ip_network(subnet), ipaddress.ip_network(new_subnet)
+    except ValueError as exc:
+        raise LabError(f"subnet: {exc}") from None
+    if old.prefixlen != new.prefixlen:
+        raise LabError(f"--subnet {new_subnet} must be as large as the inventory's lab_subnet {subnet}")
+    moved = []
+    for host in hosts:
+        try:
+            offset = int(ipaddress.ip_address(host["address"])) - int(old.network_address)
+        except (TypeError, ValueError):
+            raise LabError(f"host {host.get('name')}: address {host.get('address')!r} is not an IP address") from None
+        moved.append(dict(host, address=str(new.network_address + offset)))
+    return moved
+
+
 def validate_hosts(hosts: list[dict], subnet: str) -> None:
     """Check names, images, and that addresses are unique and inside the subnet."""
     try:
@@ -477,6 +497,9 @@ def cmd_up(args) -> None:
             raise LabError("--subnet is required with --hosts-json")
     else:
         hosts, subnet = load_inventory_hosts(args.inventory)
+        validate_hosts(hosts, subnet)
+        if args.subnet:
+            hosts, subnet = rebase_hosts(hosts, subnet, args.subnet), args.subnet
     validate_hosts(hosts, subnet)
     for name in sorted({h["image"] for h in hosts}):
         build_image(name)
@@ -494,6 +517,8 @@ def cmd_up(args) -> None:
     for host in hosts:
         wait_for_ssh(args.prefix, host, args.user, key)
     write_ssh_config(args.prefix, hosts, args.user, key)
+    if args.hosts_out:
+        Path(args.hosts_out).write_text(json.dumps(hosts, indent=2) + "\n")
     log(f"{len(hosts)} hosts up on {network} ({subnet}), reachable over SSH as {args.user}")
 
 
@@ -544,7 +569,8 @@ def main(argv=None) -> int:
     p_up.add_argument("--prefix", default="lab")
     p_up.add_argument("--inventory", default="inventory/lab")
     p_up.add_argument("--hosts-json")
-    p_up.add_argument("--subnet")
+    p_up.add_argument("--subnet", help="move the inventory's hosts to this subnet (same offsets)")
+    p_up.add_argument("--hosts-out", help="write the hosts started, with their addresses, to this JSON file")
     p_up.add_argument("--user", default=DEFAULT_ADMIN)
     p_up.add_argument("--no-publish", action="store_true")
     p_down = sub.add_parser("down", help="remove the lab's containers, network and key")

@@ -183,7 +183,8 @@ def bigger_lab(**changes):
                  "web-03": "10.20.0.13", "client": "10.20.0.30", "outside": "192.0.2.7"}
     data = {
         "_meta": {"hostvars": {h: dict(SITE, ansible_host=a) for h, a in addresses.items()}},
-        "all": {"children": ["ungrouped", "loadbalancers", "webservers", "databases", "lab_support"]},
+        "all": {"children": ["ungrouped", "servers", "lab_support"]},
+        "servers": {"children": ["loadbalancers", "webservers", "databases"]},
         "loadbalancers": {"hosts": ["lb-02", "lb-01"]},
         "webservers": {"hosts": ["web-01", "web-02", "web-03"]},
         "databases": {"children": ["db_primary", "db_replica"]},

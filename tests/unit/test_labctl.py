@@ -120,10 +120,30 @@ def test_unreachable_archive_fails_with_one_clear_line(fake_path):
     assert "LAB_MIRROR" in str(err.value)
 
 
-def test_hosts_json_of_molecule_is_accepted(tmp_path):
-    """molecule/default/molecule.yml platforms are what create.yml hands to `labctl up`."""
-    import yaml  # pylint: disable=import-outside-toplevel
+def test_scenario_moves_the_lab_hosts_to_its_subnet():
+    hosts = [{"name": "lb-01", "image": "debian12", "address": "172.30.10.10"},
+             {"name": "web-01", "image": "debian12", "address": "172.30.10.11"}]
+    moved = labctl.rebase_hosts(hosts, "172.30.10.0/24", "172.30.20.0/24")
+    assert [h["address"] for h in moved] == ["172.30.20.10", "172.30.20.11"]
+    assert hosts[0]["address"] == "172.30.10.10"
+    labctl.validate_hosts(moved, "172.30.20.0/24")
 
-    platforms = yaml.safe_load((ROOT / "molecule/default/molecule.yml").read_text())["platforms"]
-    labctl.validate_hosts(json.loads(json.dumps(platforms)), "172.30.20.0/24")
-    assert {p["image"] for p in platforms} == {"debian12", "debian13"}
+
+@pytest.mark.parametrize("new, message", [("172.30.20.0/25", "must be as large"), ("172.30.20.0/99", "subnet:")])
+def test_scenario_subnet_must_fit(new, message):
+    hosts = [{"name": "lb-01", "image": "debian12", "address": "172.30.10.10"}]
+    with pytest.raises(labctl.LabError, match=message):
+        labctl.rebase_hosts(hosts, "172.30.10.0/24", new)
+
+
+def test_molecule_platforms_are_the_lab_inventory():
+    """The scenarios' platforms (.config/molecule/config.yml) name the lab inventory's hosts and
+    groups; create.yml starts them from inventory/lab, so images and aliases are read there."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    from ansible.inventory.manager import InventoryManager  # pylint: disable=import-outside-toplevel
+    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
+
+    platforms = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())["platforms"]
+    manager = InventoryManager(loader=DataLoader(), sources=[str(ROOT / "inventory/lab")])
+    inventory = {h.name: sorted(g.name for g in h.get_groups() if g.name != "all") for h in manager.get_hosts()}
+    assert {p["name"]: sorted(p["groups"]) for p in platforms} == inventory

@@ -32,24 +32,19 @@ def test_server_id_needs_a_name():
         mysql.mysql_server_id("")
 
 
-def test_topology_names_the_primary_and_sorted_replicas():
-    assert mysql.check_db_topology(GROUPS, "db_primary", "db_replica", IDS) == {
-        "primary": "web-01", "replicas": ["web-02", "web-03"]}
+def test_server_ids_of_the_database_hosts_pass():
+    assert mysql.check_server_ids(["web-02", "web-01", "web-03"], IDS) == ["web-01", "web-02", "web-03"]
 
 
-@pytest.mark.parametrize("groups, ids, message", [
-    ({"db_primary": [], "db_replica": ["b"]}, {"b": 2}, "must hold exactly one host, it holds 0"),
-    ({"db_primary": ["a", "b"], "db_replica": ["c"]}, {"a": 1, "b": 2, "c": 3}, "it holds 2 \\(a, b\\)"),
-    ({"db_primary": ["a"], "db_replica": []}, {"a": 1}, "mysql_replica_group: group 'db_replica' holds no host"),
-    ({"db_primary": ["a"], "db_replica": ["a"]}, {"a": 1}, "a is in both"),
-    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 1}, "no server id for host 'b'"),
-    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 1, "b": "x"}, "mysql_server_id of b: 'x' is not an integer"),
-    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 1, "b": 0}, "mysql_server_id of b: 0 is outside"),
-    ({"db_primary": ["a"], "db_replica": ["b"]}, {"a": 5, "b": "5"}, "a and b both have server id 5"),
+@pytest.mark.parametrize("hosts, ids, message", [
+    (["a", "b"], {"a": 1}, "no server id for host 'b'"),
+    (["a", "b"], {"a": 1, "b": "x"}, "mysql_server_id of b: 'x' is not an integer"),
+    (["a", "b"], {"a": 1, "b": 0}, "mysql_server_id of b: 0 is outside"),
+    (["a", "b"], {"a": 5, "b": "5"}, "a and b both have server id 5"),
 ])
-def test_bad_topology_names_the_field(groups, ids, message):
+def test_bad_server_ids_name_the_field(hosts, ids, message):
     with pytest.raises(AnsibleFilterError, match=message):
-        mysql.check_db_topology(groups, "db_primary", "db_replica", ids)
+        mysql.check_server_ids(hosts, ids)
 
 
 @pytest.mark.parametrize("position, count", [
@@ -86,3 +81,26 @@ def test_most_advanced_is_the_maximum_whatever_the_order(seqs):
 def test_most_advanced_needs_positions():
     with pytest.raises(AnsibleFilterError, match="non-empty"):
         mysql.most_advanced({})
+
+
+@pytest.mark.parametrize("status, expected", [
+    # MariaDB and MySQL before 8.0.22 name the columns Slave_*.
+    ({"Is_Replica": True, "Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes",
+      "Slave_SQL_Running_State": "Slave has read all relay log"},
+     {"is_replica": True, "io_running": True, "sql_running": True, "running": True}),
+    # MySQL 8.0.22 and later: Replica_*.
+    ({"Is_Replica": True, "Replica_IO_Running": "Yes", "Replica_SQL_Running": "No", "Last_SQL_Error": "dup key"},
+     {"is_replica": True, "io_running": True, "sql_running": False, "running": False, "sql_error": "dup key"}),
+    ({"Is_Replica": True, "Slave_IO_Running": "Connecting", "Slave_SQL_Running": "Yes"},
+     {"io_running": False, "running": False}),
+    # Not a replica: the module returns no replication column.
+    ({"Is_Replica": False}, {"is_replica": False, "running": False, "sql_state": ""}),
+])
+def test_replica_status_reads_either_column_names(status, expected):
+    got = mysql.replica_status(status)
+    assert {key: got[key] for key in expected} == expected
+
+
+def test_replica_status_refuses_what_is_not_a_result():
+    with pytest.raises(AnsibleFilterError, match="replica status"):
+        mysql.replica_status("Yes")

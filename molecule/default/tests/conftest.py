@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "lab"))
 from labctl import container_name  # noqa: E402  pylint: disable=wrong-import-position
 
-SERVER_GROUPS = ("loadbalancers", "webservers", "db_primary", "db_replica")
+# The inventory's group of every server site.yml configures (its children: the role groups).
+SERVER_GROUPS = ("servers",)
 # The site's page names the web server that answered: <... id="server">web-01<...
 SERVED_BY = re.compile(r'id="server">([a-z0-9-]+)<')
 
@@ -30,6 +32,27 @@ def hosts_of(*groups):
 
 
 SERVERS = hosts_of(*SERVER_GROUPS)
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def site_setting(name):
+    """A site setting as the plays see it: the inventory's value, else the site's group_vars/all,
+    else the owning role's default. Tests read the site name, ports and names from here."""
+    runner = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+    inventory = runner.get_variables(runner.get_hosts("all")[0])
+    if name in inventory:
+        return inventory[name]
+    for path in [*sorted((ROOT / "group_vars" / "all").glob("*.yml")), *sorted(ROOT.glob("roles/*/defaults/main.yml"))]:
+        values = yaml.safe_load(path.read_text()) or {}
+        if name in values:
+            value = values[name]
+            assert "{{" not in str(value), f"{name} is a template in {path}: the tests cannot read it"
+            return value
+    raise KeyError(f"no inventory variable, site setting or role default named {name}")
+
+
+# The site every visitor asks for.
+SITE = site_setting("infra_site_name")
 
 
 def get(name):
@@ -77,12 +100,13 @@ LOAD_RATE = 40
 LOAD = r"""
 import os, re, subprocess, sys, time
 end, out_path, stop = time.time() + float(sys.argv[1]), sys.argv[2], sys.argv[2] + ".stop"
+url = sys.argv[5]
 served_by = re.compile(sys.argv[3])
 pace = 1.0 / float(sys.argv[4])
 with open(out_path, "w") as out:
     while time.time() < end and not os.path.exists(stop):
         started = time.time()
-        got = subprocess.run(["curl", "-sk", "--max-time", "10", "-w", "\n%{http_code}", "https://www.foobar.com/"],
+        got = subprocess.run(["curl", "-sk", "--max-time", "10", "-w", "\n%{http_code}", url],
                              capture_output=True, text=True).stdout
         body, _, code = got.rpartition("\n")
         server = served_by.search(body)
@@ -99,7 +123,7 @@ class Load:
         self.host, self.seconds, self.path = host, seconds, path
         host.run_test(f"cat > /tmp/load.py <<'EOF'\n{LOAD}\nEOF")
         host.run_test(f"rm -f {path} {path}.stop; setsid -f python3 /tmp/load.py {seconds} {path} "
-                      f"{shlex.quote(SERVED_BY.pattern)} {LOAD_RATE} > /dev/null 2>&1 < /dev/null")
+                      f"{shlex.quote(SERVED_BY.pattern)} {LOAD_RATE} https://{SITE}/ > /dev/null 2>&1 < /dev/null")
 
     def finish(self, stop=False):
         """Wait for the load to end (or end it now); [(time, status, served_by)] of every request."""

@@ -11,6 +11,8 @@ import re
 import sys
 import time
 
+from conftest import SITE
+
 sys.path.insert(0, os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."), "lab"))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -51,7 +53,7 @@ with open(out, "w") as f:
         time.sleep(max(0.0, interval - (time.time() - start)))
     f.write('"done"\n')
 """
-SITE_URL = "https://www.foobar.com:443/"  # wrk resolves no service names: the image has no /etc/services
+SITE_URL = f"https://{SITE}:443/"  # wrk resolves no service names: the image has no /etc/services
 
 
 def admin(lb, command):

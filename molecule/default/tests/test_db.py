@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import container, get, names_of, playbook, recap, record_drill
+from conftest import container, get, names_of, playbook, recap, record_drill, site_setting
 
 testinfra_hosts = ["ansible://" + names_of("db_primary")[0]]
 
 PRIMARY = names_of("db_primary")[0]
 REPLICAS = names_of("db_replica")
 CA = "/etc/ssl/infra/ca.pem"
+# The application's database and account, as the inventory and the mysql role set them.
+DB, USER = site_setting("mysql_app_database"), site_setting("mysql_app_user")
 
 
 def sql(server, query, database=""):
@@ -60,10 +62,10 @@ def wait_for_row(server, query, expected, timeout=15):
 
 def test_a_row_written_on_the_primary_is_read_on_every_replica(host):
     token = f"row-{time.time_ns()}"
-    sql(host, "CREATE TABLE IF NOT EXISTS probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64))", "foobar")
-    sql(host, f"INSERT INTO probe (token) VALUES ('{token}')", "foobar")
+    sql(host, "CREATE TABLE IF NOT EXISTS probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64))", DB)
+    sql(host, f"INSERT INTO probe (token) VALUES ('{token}')", DB)
     for name in REPLICAS:
-        assert wait_for_row(get(name), f"SELECT token FROM foobar.probe WHERE token='{token}'", [[token]]) == [[token]]
+        assert wait_for_row(get(name), f"SELECT token FROM {DB}.probe WHERE token='{token}'", [[token]]) == [[token]]
 
 
 @pytest.mark.parametrize("name", REPLICAS)
@@ -102,8 +104,8 @@ def test_semi_sync_acknowledges_every_commit_and_never_falls_back(host):
     assert int(status(host, "Rpl_semi_sync_master_clients")) == len(REPLICAS)
     assert sql(host, "SELECT @@global.rpl_semi_sync_master_wait_point") == [["AFTER_SYNC"]]
     acked, not_acked, fallbacks = (int(status(host, f"Rpl_semi_sync_master_{v}")) for v in ("yes_tx", "no_tx", "no_times"))
-    sql(host, "CREATE TABLE IF NOT EXISTS semisync (n INT PRIMARY KEY)", "foobar")
-    sql(host, "; ".join(f"REPLACE INTO semisync VALUES ({n})" for n in range(50)), "foobar")
+    sql(host, "CREATE TABLE IF NOT EXISTS semisync (n INT PRIMARY KEY)", DB)
+    sql(host, "; ".join(f"REPLACE INTO semisync VALUES ({n})" for n in range(50)), DB)
     assert int(status(host, "Rpl_semi_sync_master_yes_tx")) >= acked + 50
     assert int(status(host, "Rpl_semi_sync_master_no_tx")) == not_acked
     assert int(status(host, "Rpl_semi_sync_master_no_times")) == fallbacks
@@ -112,16 +114,16 @@ def test_semi_sync_acknowledges_every_commit_and_never_falls_back(host):
 
 def test_application_account_has_least_privilege_over_tls(host):
     client = get(REPLICAS[0])  # a web server, in the application's group
-    login = (f"mariadb -h {address(PRIMARY)} -u foobar -p{secret('mysql_app_password')} "
-             f"--ssl --ssl-ca={CA} --ssl-verify-server-cert -N -B foobar")
-    sql(host, "CREATE TABLE IF NOT EXISTS app (id INT PRIMARY KEY)", "foobar")
+    login = (f"mariadb -h {address(PRIMARY)} -u {USER} -p{secret('mysql_app_password')} "
+             f"--ssl --ssl-ca={CA} --ssl-verify-server-cert -N -B {DB}")
+    sql(host, "CREATE TABLE IF NOT EXISTS app (id INT PRIMARY KEY)", DB)
     allowed = client.run(f"{login} -e 'REPLACE INTO app VALUES (1); SELECT COUNT(*) FROM app'")
     assert allowed.rc == 0, allowed.stderr
     for statement in ("CREATE TABLE evil (id INT)", "DROP TABLE app", "SELECT * FROM mysql.user",
-                      "GRANT ALL ON foobar.* TO foobar"):
+                      f"GRANT ALL ON {DB}.* TO {USER}"):
         denied = client.run(f"{login} -e '{statement}'")
         assert denied.rc != 0 and "denied" in denied.stderr, statement
-    clear = client.run(f"mariadb -h {address(PRIMARY)} -u foobar -p{secret('mysql_app_password')} --skip-ssl "
+    clear = client.run(f"mariadb -h {address(PRIMARY)} -u {USER} -p{secret('mysql_app_password')} --skip-ssl "
                        f"-e 'SELECT 1'")
     assert clear.rc != 0
 
@@ -129,7 +131,7 @@ def test_application_account_has_least_privilege_over_tls(host):
 def test_the_replica_refuses_application_writes():
     replica = get(REPLICAS[0])
     with replica.sudo():
-        write = replica.run(f"mariadb -u foobar -p{secret('mysql_app_password')} foobar -e 'REPLACE INTO app VALUES (2)'")
+        write = replica.run(f"mariadb -u {USER} -p{secret('mysql_app_password')} {DB} -e 'REPLACE INTO app VALUES (2)'")
     assert write.rc != 0 and "read-only" in write.stderr, write.stderr
 
 
@@ -197,8 +199,8 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     """Kill the primary's container mid-stream, fail over, check every acknowledged write."""
     new_primary = get(REPLICAS[0])
     password = secret("mysql_app_password")
-    sql(host, "CREATE TABLE IF NOT EXISTS failover_drill (id INT AUTO_INCREMENT PRIMARY KEY, n INT)", "foobar")
-    sql(host, "CREATE TABLE IF NOT EXISTS probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64))", "foobar")
+    sql(host, "CREATE TABLE IF NOT EXISTS failover_drill (id INT AUTO_INCREMENT PRIMARY KEY, n INT)", DB)
+    sql(host, "CREATE TABLE IF NOT EXISTS probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64))", DB)
     new_primary.run_test(f"cat > /tmp/writer.py <<'EOF'\n{WRITER}\nEOF\ncat > /tmp/prober.py <<'EOF'\n{PROBER}\nEOF")
     new_primary.run_test(f"rm -f /tmp/acked /tmp/first-write; setsid -f python3 /tmp/writer.py {address(PRIMARY)} "
                          f"{password} /tmp/acked > /tmp/writer.err 2>&1 < /dev/null")
@@ -217,7 +219,7 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     first_write = float(new_primary.file("/tmp/first-write").content_string)
 
     acked = [int(line) for line in new_primary.file("/tmp/acked").content_string.splitlines() if line[:1].isdigit()]
-    present = {int(row[0]) for row in sql(new_primary, "SELECT n FROM failover_drill WHERE n > 0", "foobar")}
+    present = {int(row[0]) for row in sql(new_primary, "SELECT n FROM failover_drill WHERE n > 0", DB)}
     assert len(acked) >= 200
     missing = sorted(set(acked) - present)
     assert not missing, f"acknowledged writes lost: {missing[:20]}"
@@ -241,8 +243,8 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     assert state["Master_Host"] == address(REPLICAS[0]), state
     assert state["Slave_IO_Running"] == "Yes" and state["Slave_SQL_Running"] == "Yes", state
     token = f"after-{time.time_ns()}"
-    sql(new_primary, f"INSERT INTO probe (token) VALUES ('{token}')", "foobar")
-    assert wait_for_row(old, f"SELECT token FROM foobar.probe WHERE token='{token}'", [[token]]) == [[token]]
+    sql(new_primary, f"INSERT INTO probe (token) VALUES ('{token}')", DB)
+    assert wait_for_row(old, f"SELECT token FROM {DB}.probe WHERE token='{token}'", [[token]]) == [[token]]
     assert status(new_primary, "Rpl_semi_sync_master_status") == "ON"
     again = playbook("--tags", "db", inventory=inventory)
     assert again.returncode == 0 and recap(again)[PRIMARY] == 0, again.stdout[-3000:]

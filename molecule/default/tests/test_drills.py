@@ -18,9 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from conftest import SERVED_BY, SERVER_GROUPS, Load, container, get, names_of, playbook, record_drill
+from conftest import Load, SERVED_BY, SERVER_GROUPS, SITE, container, get, names_of, playbook, record_drill
 
-SITE = "www.foobar.com"
 pytestmark = pytest.mark.drill
 testinfra_hosts = ["ansible://client"]
 
@@ -53,7 +52,7 @@ def wait_until(check, seconds, what):
 
 def serving_hosts(client, count=20):
     """Which web servers answered `count` requests through the load balancer."""
-    out = client.check_output(f"for i in $(seq {int(count)}); do curl -sk https://www.foobar.com/; done")
+    out = client.check_output(f"for i in $(seq {int(count)}); do curl -sk https://{SITE}/; done")
     return set(SERVED_BY.findall(out))
 
 

@@ -14,10 +14,15 @@ import sys
 
 import pytest
 
-from conftest import SERVER_GROUPS, get, hosts_of, names_of, playbook, recap
+from conftest import SERVER_GROUPS, get, hosts_of, names_of, playbook, recap, site_setting
 
-# 9100 node, 9113 nginx, 9104 mysqld and 8405 HAProxy exporters: the monitoring host only.
-PORTS = (22, 80, 443, 3306, 8405, 9100, 9104, 9113, 9999)
+# The ports as the inventory and the roles set them: SSH, the site (80 and 443 on the load
+# balancers), the web servers' HTTPS, the database, and the node, nginx, mysqld and HAProxy
+# exporters (the monitoring host only); 9999, which nothing opens, must stay closed.
+SSH, WEB_HTTPS, MYSQL = (site_setting(n) for n in ("common_ssh_port", "nginx_https_port", "mysql_port"))
+NODE, NGINX_EXPORTER, MYSQLD_EXPORTER, HAPROXY_EXPORTER = (site_setting(n) for n in (
+    "exporters_node_port", "exporters_nginx_port", "exporters_mysqld_port", "haproxy_metrics_port"))
+PORTS = tuple(sorted({SSH, 80, 443, WEB_HTTPS, MYSQL, NODE, NGINX_EXPORTER, MYSQLD_EXPORTER, HAPROXY_EXPORTER, 9999}))
 
 
 def expected_matrix(names):
@@ -35,13 +40,13 @@ def expected_matrix(names):
             for port in ports:
                 allowed.setdefault((target, port), set()).update(set(froms) - {target})
     allow(lbs, (80, 443), sources)                   # anyone reaches the site
-    allow(webs, (443,), lbs)                         # the load balancers reach the web servers
-    allow(dbs, (3306,), dbs + webs)                  # replication, and the application
-    allow(servers, (9100,), monitors)                # node exporter
-    allow(webs, (9113,), monitors)                   # nginx exporter
-    allow(dbs, (9104,), monitors)                    # mysqld exporter
-    allow(lbs, (8405,), monitors)                    # HAProxy's exporter
-    allow(servers, (22,), ["controller"])            # SSH from the controller only (the role's guarantee)
+    allow(webs, (WEB_HTTPS,), lbs)                   # the load balancers reach the web servers
+    allow(dbs, (MYSQL,), dbs + webs)                 # replication, and the application
+    allow(servers, (NODE,), monitors)                # node exporter
+    allow(webs, (NGINX_EXPORTER,), monitors)         # nginx exporter
+    allow(dbs, (MYSQLD_EXPORTER,), monitors)         # mysqld exporter
+    allow(lbs, (HAPROXY_EXPORTER,), monitors)        # HAProxy's exporter
+    allow(servers, (SSH,), ["controller"])           # SSH from the controller only (the role's guarantee)
     return tuple(sources), tuple(servers), allowed
 
 

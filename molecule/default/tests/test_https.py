@@ -9,9 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import container, get, hosts_of, names_of, playbook, recap, record_drill, served_by
+from conftest import SITE, container, get, hosts_of, names_of, playbook, recap, record_drill, served_by, site_setting
 
-SITE = "www.foobar.com"
 ROOTS = "/tmp/pebble-roots.pem"
 testinfra_hosts = hosts_of("lab_support")
 testinfra_hosts = [h for h in testinfra_hosts if h.endswith("//client")]
@@ -183,7 +182,7 @@ def test_acme_ca_down_keeps_the_old_certificate_and_fails_clearly_then_renews(ho
             acme.run_test(block.format("D"))
     assert run.returncode != 0
     said = " ".join((run.stdout + run.stderr).split())
-    assert "certbot could not get a certificate for www.foobar.com from https://acme:14000/dir" in said
+    assert f"certbot could not get a certificate for {SITE} from {site_setting('certbot_acme_server')}" in said
     assert "Failed to renew certificate" in said
     assert "keeps serving" in said
     assert served_serial(host) == before

@@ -126,7 +126,7 @@ def wait_for_reset(client, period):
     """Until the client is answered again (the tests after this one send it requests)."""
     started = time.time()
     while time.time() - started < 3 * period + 15:
-        if client.run("curl -sk -o /dev/null -w '%{http_code}' https://www.foobar.com/").stdout == "200":
+        if client.run(f"curl -sk -o /dev/null -w '%{{http_code}}' {SITE_URL}").stdout == "200":
             return
         time.sleep(2)
     pytest.fail(f"the client is still refused {3 * period + 15:.0f} s after its burst")
@@ -140,7 +140,7 @@ def limited_then_reset(host, lb, burst, before, after, limit, period):
     assert denied == delta(before, after, ("https-in", "FRONTEND"), "hrsp_4xx") >= burst["non_2xx"]
     assert burst["requests"] - burst["non_2xx"] <= limit * (4 / period + 2), "more got through than the limit allows"
     # Still limited: a 429 that says when to come back.
-    headers = host.check_output("curl -sk -o /dev/null -D - https://www.foobar.com/")
+    headers = host.check_output(f"curl -sk -o /dev/null -D - {SITE_URL}")
     assert headers.split()[1] == "429", headers
     assert re.search(r"(?im)^retry-after: \d+", headers), headers
     # The monitoring host is allow-listed: answered meanwhile.

@@ -17,9 +17,8 @@ import urllib.parse
 import pytest
 import yaml
 
-from conftest import SERVER_GROUPS, get, names_of
+from conftest import SERVER_GROUPS, SITE, get, names_of, site_setting
 
-SITE = "www.foobar.com"
 REQUESTS = 200
 testinfra_hosts = ["ansible://monitor"]
 
@@ -74,13 +73,13 @@ def load(count):
 
 def exporters_of(name):
     groups = get(name).ansible.get_variables()["group_names"]
-    ports = {"node": 9100}
+    ports = {"node": site_setting("exporters_node_port")}
     if "webservers" in groups:
-        ports["nginx"] = 9113
+        ports["nginx"] = site_setting("exporters_nginx_port")
     if {"db_primary", "db_replica"} & set(groups):
-        ports["mysqld"] = 9104
+        ports["mysqld"] = site_setting("exporters_mysqld_port")
     if "loadbalancers" in groups:
-        ports["haproxy"] = 8405
+        ports["haproxy"] = site_setting("haproxy_metrics_port")
     return ports
 
 
@@ -124,8 +123,8 @@ def load_run(host):
     lb = names_of("loadbalancers")[0]
 
     def snapshot():
-        nginx = {web: total(metrics(host, web, 9113), r"nginx_http_requests_total") for web in webs}
-        haproxy = metrics(host, lb, 8405)
+        nginx = {web: total(metrics(host, web, site_setting("exporters_nginx_port")), r"nginx_http_requests_total") for web in webs}
+        haproxy = metrics(host, lb, site_setting("haproxy_metrics_port"))
         responses = {web: total(haproxy, rf'haproxy_server_http_responses_total\{{.*proxy="web".*server="{web}".*\}}')
                      for web in webs}
         return nginx, responses
@@ -254,7 +253,7 @@ def test_collector_sources_carry_a_category_per_host_group(name):
     with server.sudo():
         text = server.check_output("cat /etc/otelcol-sumo/conf.d/infra-*.yaml")
     categories = set(re.findall(r"key: _sourceCategory\n\s+value: (\S+)", text))
-    prefix = server.ansible.get_variables().get("sumologic_source_category_prefix", "prod/foobar")
+    prefix = site_setting("sumologic_source_category_prefix")
     assert categories and all(c.startswith(prefix + "/") for c in categories), categories
     groups = server.ansible.get_variables()["group_names"]
     if "webservers" in groups:

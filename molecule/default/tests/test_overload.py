@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import get, names_of, playbook, record_drill
-from lbstats import (CLASSES, delta, info, lb_behind_site, num, probe_results, seconds, setting, start_probe,
+from lbstats import (CLASSES, SITE_URL, delta, info, lb_behind_site, num, probe_results, seconds, setting, start_probe,
                      stats, wrk)
 
 pytestmark = pytest.mark.drill(first=True)
@@ -164,7 +164,7 @@ def test_an_abusive_client_gets_429_while_a_polite_one_gets_every_answer(host):
     # Back to normal: the abusive client is answered again once it stops.
     stopped = time.time()
     while time.time() - stopped < 3 * period + 15:
-        if host.run("curl -sk -o /dev/null -w '%{http_code}' https://www.foobar.com/").stdout == "200":
+        if host.run(f"curl -sk -o /dev/null -w '%{{http_code}}' {SITE_URL}").stdout == "200":
             break
         time.sleep(2)
     else:
