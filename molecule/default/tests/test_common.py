@@ -1,18 +1,19 @@
 """The common baseline, tested on the live servers: SSH, sudo, time, upgrades."""
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import SERVERS
 
 testinfra_hosts = SERVERS
 
-# The planned release of each host: the scenario's platform image (debian12, debian13).
-EXPECTED_DEBIAN = {p["name"]: p["image"].removeprefix("debian") for p in yaml.safe_load(
-    (Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "molecule.yml").read_text())["platforms"]}
+# The planned release of each host: the image the lab tool started it from (debian12,
+# debian13), as create.yml recorded it from inventory/lab's lab_image.
+EXPECTED_DEBIAN = {h["name"]: h["image"].removeprefix("debian") for h in json.loads(
+    (Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "lab-hosts.json").read_text())}
 
 
 def test_debian_release_is_the_planned_one(host):
