@@ -35,7 +35,7 @@ def expected_matrix(names):
             for port in ports:
                 allowed.setdefault((target, port), set()).update(set(froms) - {target})
     allow(lbs, (80, 443), sources)                   # anyone reaches the site
-    allow(webs, (443,), lbs)                         # the load balancers reach the web servers
+    allow(webs, (443,), lbs + monitors)              # the load balancers reach the web servers, the monitoring probes them
     allow(dbs, (3306,), dbs + webs)                  # replication, and the application
     allow(servers, (9100,), monitors)                # node exporter
     allow(webs, (9113,), monitors)                   # nginx exporter
