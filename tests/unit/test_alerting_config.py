@@ -355,3 +355,25 @@ def test_disk_predicted_full(rendered, tmp_path):
         (f"node_filesystem_readonly{fs}", "0x600"),
     ], [("7h", "DiskFullSoon", [({"instance": "web-01", "job": "node", "device": "/dev/sda1", "fstype": "ext4",
                                   "mountpoint": "/"}, None)])], interval="1m")
+
+
+# --- Bad input stops the run, naming the variable --------------------------------------------
+
+@pytest.mark.parametrize("extra, named", [
+    ({"prometheus_alert_5xx_ratio": 2}, "prometheus_alert_5xx_ratio"),
+    ({"prometheus_alert_for": "two minutes"}, "prometheus_alert_for"),
+    ({"prometheus_blackbox_listen": "0.0.0.0:9115"}, "prometheus_blackbox_listen"),
+    ({"prometheus_listen": "0.0.0.0:9090"}, "prometheus_listen"),
+    ({"prometheus_blackbox_timeout": "20s"}, "prometheus_blackbox_timeout"),
+    ({"prometheus_alert_webservers_spare": 3}, "prometheus_alert_webservers_spare"),
+    ({"prometheus_alertmanager_email_to": "oncall@example.com"}, "prometheus_alertmanager_smtp_smarthost"),
+    ({"prometheus_alertmanager_email_to": "oncall@example.com", "prometheus_alertmanager_smtp_smarthost": "smtp:587",
+      "prometheus_alertmanager_smtp_username": "am"}, "prometheus_alertmanager_smtp_password"),
+    ({"prometheus_alertmanager_webhook_url": "hooks.example.com/x"}, "prometheus_alertmanager_webhook_url"),
+    ({"prometheus_alertmanager_webhook_severities": ["page"]}, "prometheus_alertmanager_webhook_severities"),
+    ({"prometheus_access_allow": []}, "prometheus_access_allow"),
+])
+def test_bad_input_fails_naming_the_variable(tmp_path, extra, named):
+    rc, out, _ = render(tmp_path, extra)
+    assert rc != 0, out
+    assert named in out, out[-3000:]
