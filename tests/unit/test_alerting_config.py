@@ -213,17 +213,19 @@ def promtool_test(rendered, tmp_path, series, checks, interval="15s"):
 
 
 def test_replication_stopped_alerts_naming_the_replica_and_clears(rendered, tmp_path):
-    # web-02's SQL thread stops at 1m and starts again at 6m; web-03 replicates without a stop.
+    # STOP SLAVE on web-02 at 1m stops both threads (one alert, not two series clashing), START
+    # SLAVE at 6m; web-03 replicates without a stop.
+    labels = 'instance="web-02",job="mysqld",connection_name="",master_host="10.0.0.11"'
     promtool_test(rendered, tmp_path, [
-        ('mysql_slave_status_slave_sql_running{instance="web-02",job="mysqld"}', "1x3 0x20 1x20"),
-        ('mysql_slave_status_slave_io_running{instance="web-02",job="mysqld"}', "1x50"),
+        (f"mysql_slave_status_slave_sql_running{{{labels}}}", "1x3 0x20 1x20"),
+        (f"mysql_slave_status_slave_io_running{{{labels}}}", "1x3 0x20 1x20"),
         ('mysql_slave_status_slave_sql_running{instance="web-03",job="mysqld"}', "1x50"),
         ('mysql_slave_status_slave_io_running{instance="web-03",job="mysqld"}', "1x50"),
         ('mysql_up{instance="web-02",job="mysqld"}', "1x50"),
         ('mysql_up{instance="web-03",job="mysqld"}', "1x50"),
     ], [
         ("2m", "ReplicationStopped", []),  # stopped for less than `for`
-        ("4m", "ReplicationStopped", [({"instance": "web-02", "job": "mysqld"}, 0)]),
+        ("4m", "ReplicationStopped", [({"instance": "web-02", "job": "mysqld", "master_host": "10.0.0.11"}, 0)]),
         ("8m", "ReplicationStopped", []),
     ])
 
