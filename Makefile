@@ -60,9 +60,11 @@ unit: venv prometheus-tools ## Python unit tests (filter plugins, lab tool, bad 
 	$(BIN)/pytest -q tests/unit
 
 PROMETHEUS_TOOLS := .cache/prometheus-tools
+PROMETHEUS_DEBS := prometheus prometheus-alertmanager prometheus-blackbox-exporter
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 prometheus-tools: ## promtool, amtool, blackbox exporter: Debian's packages unpacked (not installed) for the unit tests
 	@test -x $(PROMETHEUS_TOOLS)/usr/bin/promtool || { mkdir -p $(PROMETHEUS_TOOLS)/deb && cd $(PROMETHEUS_TOOLS)/deb && \
-	  apt-get download prometheus prometheus-alertmanager prometheus-blackbox-exporter && \
+	  { apt-get download $(PROMETHEUS_DEBS) || { $(SUDO) apt-get update -qq && apt-get download $(PROMETHEUS_DEBS); }; } && \
 	  for deb in *.deb; do dpkg-deb -x "$$deb" ..; done; } || \
 	  { echo "prometheus-tools: apt-get download failed; run apt-get update, or check the network"; exit 1; }
 
