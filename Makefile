@@ -10,7 +10,7 @@ export ANSIBLE_FORCE_COLOR ?= 0
 LAB_INVENTORY ?= inventory/lab
 LABCTL := $(PYTHON) lab/labctl.py
 
-.PHONY: help venv lock lab lab-up lab-down qps bench drills test lint unit molecule clean
+.PHONY: help venv lock lab lab-up lab-down qps bench drills test lint unit prometheus-tools molecule clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,8 +56,17 @@ lint: venv ## yamllint, ansible-lint (production profile), syntax check of every
 	$(BIN)/ansible-playbook -i inventory/production site.yml --syntax-check
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml --syntax-check
 
-unit: venv ## Python unit tests (filter plugins, lab tool, bad input)
+unit: venv prometheus-tools ## Python unit tests (filter plugins, lab tool, bad input, monitoring configs and alert rules)
 	$(BIN)/pytest -q tests/unit
+
+PROMETHEUS_TOOLS := .cache/prometheus-tools
+PROMETHEUS_DEBS := prometheus prometheus-alertmanager prometheus-blackbox-exporter
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+prometheus-tools: ## promtool, amtool, blackbox exporter: Debian's packages unpacked (not installed) for the unit tests
+	@test -x $(PROMETHEUS_TOOLS)/usr/bin/promtool || { mkdir -p $(PROMETHEUS_TOOLS)/deb && cd $(PROMETHEUS_TOOLS)/deb && \
+	  { apt-get download $(PROMETHEUS_DEBS) || { $(SUDO) apt-get update -qq && apt-get download $(PROMETHEUS_DEBS); }; } && \
+	  for deb in *.deb; do dpkg-deb -x "$$deb" ..; done; } || \
+	  { echo "prometheus-tools: apt-get download failed; run apt-get update, or check the network"; exit 1; }
 
 molecule: venv ## molecule test of the scenarios default (ufw) and iptables, lab in Docker, over SSH
 	$(LABCTL) engine

@@ -40,7 +40,7 @@ def expected_matrix(names):
             for port in ports:
                 allowed.setdefault((target, port), set()).update(set(froms) - {target})
     allow(lbs, (80, 443), sources)                   # anyone reaches the site
-    allow(webs, (WEB_HTTPS,), lbs)                   # the load balancers reach the web servers
+    allow(webs, (WEB_HTTPS,), lbs + monitors)        # the load balancers reach the web servers, the monitoring probes them
     allow(dbs, (MYSQL,), dbs + webs)                 # replication, and the application
     allow(servers, (NODE,), monitors)                # node exporter
     allow(webs, (NGINX_EXPORTER,), monitors)         # nginx exporter
