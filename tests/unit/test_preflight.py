@@ -241,7 +241,7 @@ def test_bad_rolling_update_input_stops_before_any_server(tmp_path, extra, field
 def test_draining_the_only_web_server_is_refused(tmp_path):
     path = inventory(tmp_path)
     data = yaml.safe_load(path.read_text())
-    data["all"]["children"]["webservers"] = {"hosts": {"web-01": None}}
+    data["all"]["children"]["servers"]["children"]["webservers"] = {"hosts": {"web-01": None}}
     path.write_text(yaml.safe_dump(data))
     rc, out = playbook(path, path="playbooks/rolling-update.yml")
     assert rc != 0, out
