@@ -190,7 +190,8 @@ def check_hostport(value, *flags, _ctx=None):
         return what
     if "loopback" in flags and not (host == "localhost" or (address and address.is_loopback)):
         return what
-    if "private" in flags and not (host == "localhost" or (address and (address.is_loopback or address.is_private))):
+    if "private" in flags and not (host == "localhost" or (address and not address.is_unspecified
+                                                           and (address.is_loopback or address.is_private))):
         return what
     return None
 
