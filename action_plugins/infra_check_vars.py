@@ -420,6 +420,15 @@ def check_option(name, value, spec, ctx=None):
     return problems
 
 
+ALIAS = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(\|\s*default\([^()]*\)\s*)?\}\}$")
+
+
+def alias_of(raw):
+    """The variable a value only passes on (``{{ infra_admin_networks | default([]) }}``), or ``None``."""
+    found = ALIAS.match(raw.strip()) if isinstance(raw, str) else None
+    return found.group(1) if found else None
+
+
 def load_options(role_dir, entry_point="validate"):
     """The options of one entry point of a role's meta/argument_specs.yml (anchors resolved)."""
     with open(os.path.join(role_dir, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
@@ -463,7 +472,12 @@ class ActionModule(ActionBase):
             except AnsibleError as exc:
                 uncomputed.append((name, str(exc).splitlines()[0]))
                 continue
-            problems.extend(check_option(name, value, spec, ctx))
+            source = alias_of(task_vars[name])
+            found = check_option(name, value, spec, ctx)
+            if source and source != name and source in task_vars:
+                # The operator set the other variable: name it too.
+                found = [re.sub(rf"^({re.escape(name)}(\[[0-9]+\])?)", rf"\1 (from {source})", m) for m in found]
+            problems.extend(found)
         for name, error in uncomputed:
             # A value derived from another, wrong one: that one is named above.
             problems.append(f"{name}: could not be computed" + (" from the values above" if problems else f" ({error})"))

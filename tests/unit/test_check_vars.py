@@ -119,3 +119,10 @@ def test_a_secret_is_never_shown():
 def test_haproxy_time_in_milliseconds():
     assert icv.haproxy_time_ms("2m") == 120000 and icv.haproxy_time_ms("10us") == 0
     assert icv.haproxy_time_ms("5 s") is None and icv.haproxy_time_ms(True) is None
+
+
+def test_a_value_that_only_passes_another_variable_on_names_it():
+    assert icv.alias_of("{{ infra_admin_networks | default([]) }}") == "infra_admin_networks"
+    assert icv.alias_of("{{ common_ssh_port }}") == "common_ssh_port"
+    assert icv.alias_of("{{ haproxy_frontend_maxconn | int * 2 }}") is None
+    assert icv.alias_of(["{{ x }}"]) is None and icv.alias_of("plain") is None

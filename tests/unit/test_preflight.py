@@ -133,7 +133,7 @@ def test_production_example_passes_preflight(tmp_path):
 # playbooks/rolling-update.yml checks its input on the controller before any server is touched.
 @pytest.mark.parametrize("extra, field", [
     ({"rolling_update_groups": ["webserver"]}, "rolling_update_groups must be one or more of"),
-    ({"rolling_update_groups": []}, "rolling_update_groups must name at least one group"),
+    ({"rolling_update_groups": []}, "rolling_update_groups: got [], expected a value that is not empty"),
     ({"rolling_update_drain_timeout": "soon"}, "rolling_update_drain_timeout"),
     ({"rolling_update_drain_timeout": 0}, "rolling_update_drain_timeout"),
     ({"rolling_update_health_timeout": -5}, "rolling_update_health_timeout"),
