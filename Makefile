@@ -57,7 +57,7 @@ lint: venv ## yamllint, ansible-lint (production profile), role README tables up
 	$(BIN)/ansible-playbook -i inventory/production site.yml --syntax-check
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml --syntax-check
 
-unit: venv ## Python unit tests (filter plugins, lab tool, bad input)
+unit: venv ## Python unit tests (filter and action plugins, lab tool, bad input, every argument spec walked)
 	$(BIN)/pytest -q tests/unit
 
 molecule: venv ## molecule test of the scenarios default (ufw) and iptables, lab in Docker, over SSH

@@ -150,7 +150,9 @@ def consumers(name):
 
 def all_cases():
     cases = []
-    for role in ROLES:
+    # INFRA_WALK_ROLES=haproxy,nginx walks only these roles (while working on them).
+    only = [r for r in os.environ.get("INFRA_WALK_ROLES", "").split(",") if r]
+    for role in [r for r in ROLES if not only or r in only]:
         role_defaults = defaults(role)
         for name, option in specs(role)["validate"]["options"].items():
             roles = [r for r in consumers(name) if r in ORDER]
@@ -224,6 +226,8 @@ def test_preflight_refuses_every_malformed_value_naming_the_variable(tmp_path, c
     batches = []
     for host in ("lb-01", "web-01"):
         mine = [c for c in numbered if c[1]["host"] == host]
+        if not mine:
+            continue
         size = max(1, -(-len(mine) // (2 if host == "web-01" else 1)))
         batches += [(host, mine[i:i + size]) for i in range(0, len(mine), size)]
     with ThreadPoolExecutor(len(batches)) as pool:
