@@ -188,3 +188,12 @@ def test_load_balancer_limits_come_from_the_web_servers_published_capacity(tmp_p
     rc, out = playbook(inventory(tmp_path, extra_vars={"haproxy_server_maxconn": 200}), "--tags", "preflight",
                        "--limit", "lb-01")
     assert rc == 0, out
+
+
+def test_bad_prometheus_input_stops_before_the_monitoring_host(tmp_path):
+    """playbooks/monitoring.yml checks the prometheus role's variables on the controller first."""
+    rc, out = playbook(inventory(tmp_path), "-e", json.dumps({"prometheus_retention": "15 days"}),
+                       path="playbooks/monitoring.yml")
+    assert rc != 0, out
+    assert "prometheus_retention: got '15 days', expected a duration" in " ".join(out.split()), out
+    assert "UNREACHABLE" not in out
