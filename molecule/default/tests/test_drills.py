@@ -13,8 +13,8 @@ The ACME-down drill is in test_https.py, the database failover drill in test_db.
 
 import subprocess
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
