@@ -432,7 +432,7 @@ def alias_of(raw):
 def load_options(role_dir, entry_point="validate"):
     """The options of one entry point of a role's meta/argument_specs.yml (anchors resolved)."""
     with open(os.path.join(role_dir, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
-        specs = yaml.safe_load(handle)["argument_specs"]
+        specs = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["argument_specs"]
     return specs[entry_point].get("options") or {}
 
 
