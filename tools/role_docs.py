@@ -57,7 +57,7 @@ def option_rows(options, defaults):
         if option.get("required"):
             default = "required"
         constraints = icv.parse_constraints(option.get("description")) or []
-        constraint = "; ".join(" ".join([kind_] + [a if a else "''" for a in args]) for kind_, args in constraints)
+        constraint = "; ".join("`" + " ".join([kind_] + [a if a else "''" for a in args]) + "`" for kind_, args in constraints)
         rows.append(f"| `{name}` | {cell(kind)} | {default} | {cell(constraint)} | {cell(icv.strip_constraints(option.get('description')))} |")
     return rows
 
