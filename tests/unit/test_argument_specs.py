@@ -225,6 +225,7 @@ def run_walk(tmp_path, inv, host, cases):
 
 def test_preflight_refuses_every_malformed_value_naming_the_variable(tmp_path, capsys):
     cases = all_cases()
+    assert cases, "no variable to walk (INFRA_WALK_ROLES names no role?)"
     started = time.time()
     inv = inventory(tmp_path)
     numbered = list(enumerate(cases))
