@@ -50,13 +50,14 @@ bench: venv ## Benchmarks in a lab of their own: playbook cost against an apt fl
 
 test: lint unit molecule drills ## Everything that proves the project
 
-lint: venv ## yamllint, ansible-lint (production profile), syntax check of every inventory
+lint: venv ## yamllint, ansible-lint (production profile), role README tables up to date, syntax check of every inventory
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
+	$(BIN)/python tools/role_docs.py --check
 	$(BIN)/ansible-playbook -i inventory/production site.yml --syntax-check
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml --syntax-check
 
-unit: venv prometheus-tools ## Python unit tests (filter plugins, lab tool, bad input, monitoring configs and alert rules)
+unit: venv prometheus-tools ## Python unit tests (filter and action plugins, lab tool, bad input, every argument spec walked, monitoring configs and alert rules)
 	$(BIN)/pytest -q tests/unit
 
 PROMETHEUS_TOOLS := .cache/prometheus-tools

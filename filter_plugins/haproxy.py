@@ -1,11 +1,11 @@
-"""Filters for the haproxy role's limits: HAProxy time values and address lists.
+"""Filters for the haproxy role's limits: HAProxy time values (the address lists are checked by
+action_plugins/infra_check_vars.py, kind `cidr`).
 
 Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from ansible.errors import AnsibleFilterError
@@ -26,25 +26,9 @@ def haproxy_time_ms(value):
     return int(int(match.group(1)) * UNIT_MS[match.group(2)])
 
 
-def haproxy_invalid_networks(values):
-    """The entries of a list that are neither an IP address nor a CIDR network (empty: all good).
-
-    A network with host bits set (``10.0.0.1/8``) is refused too: it is almost always a typo.
-    """
-    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
-        return [values]
-    bad = []
-    for value in values:
-        try:
-            ipaddress.ip_network(str(value), strict=True)
-        except ValueError:
-            bad.append(value)
-    return bad
-
-
 class FilterModule:  # pylint: disable=too-few-public-methods
     """Ansible entry point."""
 
     def filters(self):
         """The haproxy filters, by name."""
-        return {"haproxy_time_ms": haproxy_time_ms, "haproxy_invalid_networks": haproxy_invalid_networks}
+        return {"haproxy_time_ms": haproxy_time_ms}

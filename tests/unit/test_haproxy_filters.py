@@ -1,9 +1,9 @@
-"""filter_plugins/haproxy.py: HAProxy times and the rate limit's allow-list."""
+"""filter_plugins/haproxy.py: HAProxy times."""
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from haproxy import FilterModule, haproxy_invalid_networks, haproxy_time_ms
+from haproxy import FilterModule, haproxy_time_ms
 
 
 @pytest.mark.parametrize("value, ms", [
@@ -20,19 +20,5 @@ def test_what_haproxy_would_not_read_as_a_time_is_refused(value):
         haproxy_time_ms(value)
 
 
-def test_valid_networks_and_addresses_pass():
-    assert haproxy_invalid_networks(["10.0.0.0/8", "192.0.2.40", "172.30.20.1/32", "2001:db8::/32", "::1"]) == []
-    assert haproxy_invalid_networks([]) == []
-
-
-def test_each_bad_entry_is_named():
-    assert haproxy_invalid_networks(["10.0.0.0/40", "192.0.2.40", "monitor.example.com", "10.0.0.1/8", ""]) == [
-        "10.0.0.0/40", "monitor.example.com", "10.0.0.1/8", ""]
-
-
-def test_a_string_instead_of_a_list_is_refused_whole():
-    assert haproxy_invalid_networks("10.0.0.0/8") == ["10.0.0.0/8"]
-
-
 def test_filters_are_registered():
-    assert set(FilterModule().filters()) == {"haproxy_time_ms", "haproxy_invalid_networks"}
+    assert set(FilterModule().filters()) == {"haproxy_time_ms"}

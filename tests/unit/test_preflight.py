@@ -87,90 +87,11 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
     assert "UNREACHABLE" not in out
 
 
-@pytest.mark.parametrize("extra, field", [
-    ({"common_admin_authorized_keys": []}, "common_admin_authorized_keys"),
-    ({"common_admin_authorized_keys": ["not a key"]}, "common_admin_authorized_keys"),
-    ({"common_ssh_port": "twenty-two"}, "common_ssh_port"),
-    ({"common_ssh_port": 70000}, "common_ssh_port"),
-    ({"common_ssh_permit_root_login": "yes"}, "common_ssh_permit_root_login"),
-    ({"common_ssh_allow_users": ["alice"]}, "common_ssh_allow_users"),
-    ({"ansible_user": "root"}, "common_ssh_permit_root_login"),
-    ({"common_admin_user": "root"}, "common_admin_user"),
-    ({"common_packages": {"curl": "latest"}}, "common_packages"),
-    ({"common_unattended_upgrades_reboot_time": "25:00"}, "common_unattended_upgrades_reboot_time"),
-    ({"common_chrony_set_clock": "sometimes"}, "common_chrony_set_clock"),
-    ({"common_apt_mirror": "ftp://mirror.example/debian"}, "common_apt_mirror"),
-    ({"common_apt_security_mirror": "mirror.example/debian-security"}, "common_apt_security_mirror"),
-    ({"common_apt_components": []}, "common_apt_components"),
-    ({"common_apt_components": ["universe"]}, "common_apt_components"),
-    ({"common_unattended_upgrades_hold": ["^nginx(", "^haproxy$"]}, "common_unattended_upgrades_hold"),
-    ({"common_unattended_upgrades_blacklist": "nginx"}, "common_unattended_upgrades_blacklist"),
-    ({"firewall_backend": "pf"}, "firewall_backend"),
-    ({"firewall_flows": [{"name": "x", "from": "nosuch", "to": "webservers", "ports": [80]}]},
-     "flow 'x': from: unknown group or host 'nosuch'"),
-    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [80], "proto": "gre"}]},
-     "flow 'x': proto: unknown protocol 'gre'"),
-    ({"firewall_flows": [{"name": "x", "from": "10.0.0.0/40", "to": "webservers", "ports": [80]}]},
-     "invalid CIDR '10.0.0.0/40'"),
-    ({"firewall_flows": [{"name": "web-from-anywhere", "from": "any", "to": "webservers", "ports": [81]}]},
-     "flow 'web-from-anywhere': duplicate name"),
-    ({"firewall_flows": "open everything"}, "firewall_flows"),
-    ({"firewall_ufw_defaults": {"incoming": "drop"}}, "firewall_ufw_defaults"),
-    ({"firewall_ufw_defaults": {"inbound": "deny"}}, "firewall_ufw_defaults"),
-    ({"pki_ca_passphrase": ""}, "pki_ca_passphrase"),
-    ({"certbot_acme_server": "http://acme.example/dir"}, "certbot_acme_server"),
-    ({"certbot_domains": ["WWW.Example..com"]}, "certbot_domains"),
-    ({"haproxy_stats_bind": "0.0.0.0:8404"}, "haproxy_stats_bind"),
-    ({"haproxy_http_reuse": "sometimes"}, "haproxy_http_reuse"),
-    ({"haproxy_server_maxconn": 0}, "haproxy_server_maxconn must be a number of requests, 1 or more, got '0'"),
-    ({"haproxy_server_maxconn": "lots"}, "haproxy_server_maxconn"),
-    # 2 x 3000 busy and idle connections from the one load balancer: more than 4096 - 100.
-    ({"haproxy_server_maxconn": 3000}, "haproxy_server_maxconn (3000) is more than web-01 holds"),
-    ({"nginx_worker_connections": 1024, "haproxy_server_maxconn": 512},
-     "nginx_max_clients=924 (nginx_worker_connections"),
-    ({"haproxy_queue_timeout": "soon"}, "haproxy_queue_timeout must be an HAProxy time"),
-    ({"haproxy_queue_timeout": "10m"}, "haproxy_queue_timeout (10m) must be from 1s to 1m"),
-    ({"haproxy_check_timeout": "5 s"}, "haproxy_check_timeout must be an HAProxy time"),
-    ({"haproxy_check_fall": 0}, "haproxy_check_fall (0)"),
-    ({"haproxy_check_error_limit": -1}, "haproxy_check_error_limit (-1)"),
-    ({"haproxy_frontend_maxconn": 10}, "haproxy_frontend_maxconn must be from 100 to 500000 connections, got '10'"),
-    ({"haproxy_maxconn": 5000}, "haproxy_maxconn (5000) must be at least the sum of the frontends' limits, 9100"),
-    ({"haproxy_rate_limit_requests": -1}, "haproxy_rate_limit_requests must be 1 or more requests, got '-1'"),
-    ({"haproxy_rate_limit_period": "10 seconds"}, "haproxy_rate_limit_period must be an HAProxy time"),
-    ({"haproxy_rate_limit_period": "100ms"}, "haproxy_rate_limit_period (100ms) from 1s to 1d"),
-    ({"haproxy_rate_limit_allow": ["10.0.0.0/40"]}, "haproxy_rate_limit_allow must list IP addresses or CIDR networks; not one: 10.0.0.0/40"),
-    ({"haproxy_rate_limit_allow": "10.0.0.0/8"}, "haproxy_rate_limit_allow"),
-    ({"haproxy_rate_limit_enabled": "sometimes"}, "haproxy_rate_limit_enabled"),
-    ({"haproxy_local_port_range": "1024-65535"}, "haproxy_local_port_range must be 'LOW HIGH'"),
-    ({"haproxy_local_port_range": "8000 65535"}, "leaving out this role's listening ports (8405, 8404, 8402)"),
-    ({"nginx_status_listen": "0.0.0.0:8080"}, "nginx_status_listen"),
-    ({"nginx_tls_protocols": ["TLSv1.1"]}, "nginx_tls_protocols"),
-    ({"nginx_worker_connections": "many"}, "nginx_worker_connections"),
-    ({"nginx_worker_connections": 100}, "nginx_worker_connections must be a number of connections per worker from 512"),
-    ({"nginx_worker_rlimit_nofile": 5000}, "nginx_worker_rlimit_nofile (5000) must be at least twice nginx_worker_connections (4096)"),
-    ({"nginx_listen_backlog": 100000}, "nginx_listen_backlog must be a queue length from 128 to 65535, got '100000'"),
-    ({"nginx_keepalive_timeout": 2}, "nginx_keepalive_timeout (2) must be at least 10 seconds"),
-    ({"mysql_replication_password": ""}, "mysql_replication_password"),
-    ({"mysql_app_password": ""}, "mysql_app_password"),
-    ({"mysql_flavor": "postgresql"}, "mysql_flavor"),
-    ({"mysql_semisync_wait_point": "WHENEVER"}, "mysql_semisync_wait_point"),
-    ({"mysql_server_id": 7}, "mysql_server_id: web-01 and web-02 both have server id 7"),
-    ({"mysql_server_id": "seven"}, "mysql_server_id"),
-    ({"mysql_app_client_group": "appservers"}, "flow 'mysql-app': from: unknown group or host 'appservers'"),
-    ({"mysql_version_mismatch": "ignore"}, "mysql_version_mismatch"),
-    ({"exporters_listen_address": "0.0.0.0"}, "exporters_listen_address"),
-    ({"exporters_node_port": 9113}, "exporters_node_port"),
-    ({"exporters_node_port": "ninety"}, "flow 'metrics-node': ports: port 'ninety' is not a number"),
-    ({"exporters_scraper": "nosuch"}, "from: unknown group or host 'nosuch'"),
-    ({"sumologic_install": True}, "sumologic_installation_token"),
-    ({"sumologic_install": True, "sumologic_installation_token": "t"}, "sumologic_apt_repository"),
-    ({"sumologic_install": True, "sumologic_installation_token": "t", "sumologic_install_method": "package_file",
-      "sumologic_package_file": "/nonexistent/otelcol-sumo.deb"}, "sumologic_package_file"),
-    ({"sumologic_install_method": "curl-pipe-bash"}, "sumologic_install_method"),
-    ({"sumologic_mysql_password": ""}, "sumologic_mysql_password"),
-    ({"sumologic_source_category_prefix": "/prod//foobar"}, "sumologic_source_category_prefix"),
-    ({"sumologic_auth_facilities": ["auth"]}, "sumologic_auth_facilities"),
-])
+# The bad-input cases are shared with the drills (molecule/default/tests/test_drills.py).
+BAD_INPUT = yaml.safe_load((ROOT / "tests" / "bad_input.yml").read_text())
+
+
+@pytest.mark.parametrize("extra, field", [(case["vars"], case["says"]) for case in BAD_INPUT])
 def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     rc, out = playbook(inventory(tmp_path, extra_vars=extra))
     assert rc != 0, out
@@ -220,7 +141,7 @@ def test_production_example_passes_preflight(tmp_path):
 # playbooks/rolling-update.yml checks its input on the controller before any server is touched.
 @pytest.mark.parametrize("extra, field", [
     ({"rolling_update_groups": ["webserver"]}, "rolling_update_groups must be one or more of"),
-    ({"rolling_update_groups": []}, "rolling_update_groups must name at least one group"),
+    ({"rolling_update_groups": []}, "rolling_update_groups: got [], expected a value that is not empty"),
     ({"rolling_update_drain_timeout": "soon"}, "rolling_update_drain_timeout"),
     ({"rolling_update_drain_timeout": 0}, "rolling_update_drain_timeout"),
     ({"rolling_update_health_timeout": -5}, "rolling_update_health_timeout"),
@@ -275,3 +196,12 @@ def test_load_balancer_limits_come_from_the_web_servers_published_capacity(tmp_p
     rc, out = playbook(inventory(tmp_path, extra_vars={"haproxy_server_maxconn": 200}), "--tags", "preflight",
                        "--limit", "lb-01")
     assert rc == 0, out
+
+
+def test_bad_prometheus_input_stops_before_the_monitoring_host(tmp_path):
+    """playbooks/monitoring.yml checks the prometheus role's variables on the controller first."""
+    rc, out = playbook(inventory(tmp_path), "-e", json.dumps({"prometheus_retention": "15 days"}),
+                       path="playbooks/monitoring.yml")
+    assert rc != 0, out
+    assert "prometheus_retention: got '15 days', expected a duration" in " ".join(out.split()), out
+    assert "UNREACHABLE" not in out

@@ -14,6 +14,7 @@ The ACME-down drill is in test_https.py, the database failover drill in test_db.
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
@@ -135,46 +136,10 @@ def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
 
 # --- Bad input ------------------------------------------------------------------------------
 
-BAD_INPUT = [
-    ({"firewall_flows": [{"name": "x", "from": "nosuch", "to": "webservers", "ports": [80]}]},
-     "flow 'x': from: unknown group or host 'nosuch'"),
-    ({"firewall_flows": [{"name": "x", "from": "any", "to": "nosuch", "ports": [80]}]},
-     "flow 'x': to: unknown group or host 'nosuch'"),
-    ({"firewall_flows": [{"name": "x", "from": "10.0.0.0/40", "to": "webservers", "ports": [80]}]},
-     "invalid CIDR '10.0.0.0/40'"),
-    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [70000]}]},
-     "port 70000 is out of range"),
-    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": ["90:80"]}]},
-     "runs backwards"),
-    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [80], "proto": "gre"}]},
-     "proto: unknown protocol 'gre'"),
-    ({"firewall_flows": [{"name": "https-lb-to-web", "from": "any", "to": "webservers", "ports": [81]}]},
-     "flow 'https-lb-to-web': duplicate name"),
-    ({"firewall_flows": [{"name": "x", "from": "any", "to": "webservers", "ports": [80], "action": "allow"}]},
-     "unknown field 'action'"),
-    ({"firewall_flows": "open everything"}, "firewall_flows"),
-    ({"firewall_backend": "pf"}, "firewall_backend"),
-    ({"common_admin_authorized_keys": []}, "common_admin_authorized_keys"),
-    ({"common_ssh_port": "twenty-two"}, "common_ssh_port"),
-    ({"common_ssh_permit_root_login": "yes"}, "common_ssh_permit_root_login"),
-    ({"pki_ca_passphrase": ""}, "pki_ca_passphrase"),
-    ({"certbot_acme_server": "http://acme.example/dir"}, "certbot_acme_server"),
-    ({"haproxy_stats_bind": "0.0.0.0:8404"}, "haproxy_stats_bind"),
-    ({"haproxy_http_reuse": "sometimes"}, "haproxy_http_reuse"),
-    ({"nginx_status_listen": "0.0.0.0:8080"}, "nginx_status_listen"),
-    ({"nginx_worker_connections": "many"}, "nginx_worker_connections"),
-    ({"haproxy_server_maxconn": 0}, "haproxy_server_maxconn"),
-    ({"haproxy_server_maxconn": 5000}, "haproxy_server_maxconn (5000) is more than"),
-    ({"haproxy_queue_timeout": "soon"}, "haproxy_queue_timeout"),
-    ({"haproxy_rate_limit_requests": -1}, "haproxy_rate_limit_requests"),
-    ({"haproxy_rate_limit_allow": ["10.0.0.0/40"]}, "haproxy_rate_limit_allow"),
-    ({"mysql_replication_password": ""}, "mysql_replication_password"),
-    ({"mysql_server_id": 7}, "both have server id 7"),
-    ({"mysql_semisync_wait_point": "WHENEVER"}, "mysql_semisync_wait_point"),
-    ({"exporters_listen_address": "0.0.0.0"}, "exporters_listen_address"),
-    ({"sumologic_install": True}, "sumologic_installation_token"),
-    ({"sumologic_mysql_password": ""}, "sumologic_mysql_password"),
-]
+# The cases shared with the unit tests (tests/bad_input.yml) that this drill runs.
+BAD_INPUT = [(case["vars"], case["says"])
+             for case in yaml.safe_load((Path(__file__).resolve().parents[3] / "tests" / "bad_input.yml").read_text())
+             if case.get("drill")]
 
 STATE = r"""
 set -u
