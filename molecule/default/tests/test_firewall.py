@@ -1,7 +1,7 @@
 """The firewall, proven by real traffic: every server's ports, probed from every host.
 
 Listeners are made sure of first (a temporary one where no service listens yet), so a port
-cannot look closed by accident. Then `client` (an outsider), `lb-01`, each web server, the
+cannot look closed by accident. Then `client` (an outsider), each load balancer, each web server, the
 monitoring host and the controller connect to every server's probed ports: what the policy allows connects, the rest
 times out (dropped). The policy has no SSH flow at all: SSH works from the controller only
 because the firewall role always allows it.
