@@ -126,10 +126,11 @@ def test_a_bad_nginx_config_never_replaces_a_good_one(host):
     web = webservers()[0]
     server = get(web)
     before = server.file("/etc/nginx/nginx.conf").sha256sum
-    # Valid for the preflight checks (a string), refused by nginx -t: the template's validate.
-    run = playbook("--tags", "web", "--limit", web, "-e", "nginx_tls_session_cache=bogus")
+    # Well-formed for the preflight checks (a shared cache and its size), refused by nginx -t
+    # (a shared cache needs 8 pages at least): the template's validate.
+    run = playbook("--tags", "web", "--limit", web, "-e", "nginx_tls_session_cache=shared:SSL:1k")
     assert run.returncode != 0
-    assert "invalid session cache" in run.stdout + run.stderr, (run.stdout + run.stderr)[-2000:]
+    assert 'session cache "shared:SSL:1k" is too small' in run.stdout + run.stderr, (run.stdout + run.stderr)[-2000:]
     assert server.file("/etc/nginx/nginx.conf").sha256sum == before
     assert https(host)[0] == 200
 
