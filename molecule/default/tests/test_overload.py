@@ -48,6 +48,15 @@ def saturation_lines(web):
         return int(server.check_output(f"grep -c '{NGINX_SATURATED}' /var/log/nginx/error.log || true") or 0)
 
 
+def count_new_client_aborts(lb, since):
+    """Requests of HAProxy's log after line `since` that the client abandoned before their
+    response (status -1, a termination state starting with C: `CQ--` in the queue, `CD--` while
+    the answer was on its way). HAProxy counts each in `hrsp_other`."""
+    with lb.sudo():
+        return int(lb.check_output(
+            f"tail -n +{since + 1} /var/log/haproxy.log | grep -E -c ' -1 [0-9]+ [^ ]+ [^ ]+ C[A-Z-]{{3}} ' || true") or 0)
+
+
 def log_lines(lb):
     with lb.sudo():
         return int(lb.check_output("wc -l < /var/log/haproxy.log"))
@@ -105,13 +114,15 @@ class TestSurge:
         logged_sq = count_new_log(lb, since, " 503 ", " sQ")
         went_down = count_new_log(lb, since, " is DOWN")
         request_timeouts = count_new_log(lb, since, " 408 ")
+        client_aborts = count_new_client_aborts(lb, since)
         logs_complete = int(info(lb).get("DroppedLogs", 0)) == dropped_logs
         record_drill(f"overload surge, {mode}", {
             "connections": surge, "web_servers_at_once": at_once, "seconds": SURGE_SECONDS, "load_balancer": name,
             "requests": report["requests"], "requests_per_s": report["rps"], "p50_ms": report["p50_ms"],
             "p99_ms": report["p99_ms"], "answered_2xx": answered["hrsp_2xx"], "queue_timeout_503": answered["hrsp_5xx"],
             "socket_errors": report["socket_errors"], "queue_max": num(after[("web", "BACKEND")], "qmax"),
-            "queue_timeouts_logged_sQ": logged_sq, "other_4xx": answered["hrsp_4xx"], "client_non_2xx": report["non_2xx"],
+            "queue_timeouts_logged_sQ": logged_sq, "other_4xx": answered["hrsp_4xx"],
+            "abandoned_by_client": answered["hrsp_other"], "client_non_2xx": report["non_2xx"],
             "request_timeouts_logged_408": request_timeouts, "visitor_requests": len(visits), "visitor_max_s": max((s for _, s in visits), default=None),
             "marked_down": {web: delta(before, after, ("web", web), "chkdown") for web in webs}})
 
@@ -124,7 +135,13 @@ class TestSurge:
         assert went_down == 0, "HAProxy logged a web server going DOWN"
         # Every response is 2xx or a queue-timeout 503, each one counted by HAProxy.
         assert answered["hrsp_2xx"] >= report["requests"] - report["non_2xx"]
-        assert answered["hrsp_1xx"] == answered["hrsp_3xx"] == answered["hrsp_other"] == 0, answered
+        assert answered["hrsp_1xx"] == answered["hrsp_3xx"] == 0, answered
+        # A request wrk abandons with its answer pending (its connections closed at the end of
+        # the run) is logged with status -1 and counted by HAProxy as `other`: never more than one
+        # per connection, and each one such a line of the log (when HAProxy dropped none).
+        assert answered["hrsp_other"] <= surge, answered
+        if logs_complete:
+            assert answered["hrsp_other"] == client_aborts, (answered, client_aborts)
         # HAProxy also counts a 4xx for a connection the client left before its request was whole
         # (wrk closing its connections at the end of a handshake-per-request run): reported. What
         # the client received that was neither 2xx nor a queue timeout: at most 0.1 % (a handful
