@@ -92,6 +92,11 @@ def container(name):
     return container_name(os.environ.get("MOLECULE_LAB_PREFIX", "mol"), name)
 
 
+def docker(*args):
+    """Run a docker command on the controller (a scenario host's container killed, started...)."""
+    subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
+
+
 # A client's steady load through the load balancer: one request at a time, each on a new
 # connection (a TLS handshake each), at most LOAD_RATE a second (one client under the load
 # balancer's per-source rate limit, 1000 requests per 10 s by default), until the seconds pass

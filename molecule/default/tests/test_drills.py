@@ -11,7 +11,6 @@ reporting its figure (record_drill: .cache/drills-<scenario prefix>.json, printe
 The ACME-down drill is in test_https.py, the database failover drill in test_db.py.
 """
 
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,14 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Load, SERVED_BY, SERVER_GROUPS, SITE, container, get, names_of, playbook, record_drill
+from conftest import Load, SERVED_BY, SERVER_GROUPS, SITE, container, docker, get, names_of, playbook, record_drill
 
 pytestmark = pytest.mark.drill
 testinfra_hosts = ["ansible://client"]
-
-def docker(*args):
-    subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
-
 
 @pytest.fixture
 def steady_load(host):
