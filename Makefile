@@ -69,12 +69,11 @@ prometheus-tools: ## promtool, amtool, blackbox exporter: Debian's packages unpa
 	  for deb in *.deb; do dpkg-deb -x "$$deb" ..; done; } || \
 	  { echo "prometheus-tools: apt-get download failed; run apt-get update, or check the network"; exit 1; }
 
-molecule: venv ## molecule test of the scenarios default (ufw) and iptables, lab in Docker, over SSH
+molecule: venv ## molecule test of the scenario default (ufw firewall), lab in Docker, over SSH (iptables: make drills)
 	$(LABCTL) engine
 	$(BIN)/molecule test --scenario-name default
-	$(BIN)/molecule test --scenario-name iptables
 
-drills: venv ## Failure drills under load (scenario drills), pass/fail, each printing its figures
+drills: venv ## Failure drills under load (scenario drills, iptables firewall), pass/fail, each printing its figures
 	$(LABCTL) engine
 	rm -f .cache/drills-drl.json
 	$(BIN)/molecule test --scenario-name drills

@@ -156,6 +156,8 @@ def record_drill(name, figures):
 def pytest_configure(config):
     config.addinivalue_line("markers", "drill(first=False, last=False): disruptive test (scenario drills), after all "
                                        "the others; first=True: before the other drills; last=True: after them")
+    config.addinivalue_line("markers", "firewall: what the firewall backend changes (the traffic matrix): the default "
+                                       "scenario (ufw) and the drills scenario (iptables) both run it")
 
 
 def pytest_collection_modifyitems(session, config, items):
