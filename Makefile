@@ -58,7 +58,7 @@ lint: venv ## yamllint, ansible-lint (production profile), role README tables up
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml --syntax-check
 
 unit: venv prometheus-tools ## Python unit tests (filter and action plugins, lab tool, bad input, every argument spec walked, monitoring configs and alert rules)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n auto tests/unit
 
 PROMETHEUS_TOOLS := .cache/prometheus-tools
 PROMETHEUS_DEBS := prometheus prometheus-alertmanager prometheus-blackbox-exporter

@@ -91,7 +91,14 @@ def test_missing_group_stops_the_run_naming_it(tmp_path, group):
 BAD_INPUT = yaml.safe_load((ROOT / "tests" / "bad_input.yml").read_text())
 
 
-@pytest.mark.parametrize("extra, field", [(case["vars"], case["says"]) for case in BAD_INPUT])
+# The cases marked `drill` are given to site.yml against the live lab by the drills (each must
+# stop naming the field, before the first play that changes a host, and every server's
+# fingerprint must be the same after): proven there, not run twice. INFRA_BAD_INPUT=all runs
+# them here too (offline, no lab).
+OFFLINE_CASES = [case for case in BAD_INPUT if not case.get("drill") or os.environ.get("INFRA_BAD_INPUT") == "all"]
+
+
+@pytest.mark.parametrize("extra, field", [(case["vars"], case["says"]) for case in OFFLINE_CASES])
 def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     rc, out = playbook(inventory(tmp_path, extra_vars=extra))
     assert rc != 0, out
