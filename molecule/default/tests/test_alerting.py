@@ -396,9 +396,12 @@ def test_a_certificate_near_expiry_is_told_and_so_is_its_end(host):
         back = playbook(path="playbooks/monitoring.yml")
     restored = time.time()
     assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-3000:]
+    # The rule changed under the alert (its threshold), so Prometheus may not carry the alert's state
+    # over the reload and the resolution comes from the alert's end time instead (61 s seen).
     for lb in lbs:
         told(host, since, "CertificateExpiringSoon", "resolved",
-             lambda a, lb=lb: a["labels"]["instance"] == lb and a["labels"]["job"] == "blackbox_site", TOLD_WITHIN_S)
+             lambda a, lb=lb: a["labels"]["instance"] == lb and a["labels"]["job"] == "blackbox_site",
+             TOLD_WITHIN_S + 90)
     record_drill("certificate near expiry (threshold past the real expiry): told", {
         "days_left": round(max(left.values()) / 86400, 1), "threshold_days": threshold,
         "told_s": round(told_after, 1), "resolved_told_s": round(time.time() - restored, 1),
