@@ -92,6 +92,13 @@ def container(name):
     return container_name(os.environ.get("MOLECULE_LAB_PREFIX", "mol"), name)
 
 
+def replica_threads_run(server):
+    """Both replication threads of a database replica run (SHOW SLAVE STATUS, as root)."""
+    with server.sudo():
+        status = server.check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
+    return "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status
+
+
 def docker(*args):
     """Run a docker command on the controller (a scenario host's container killed, started...)."""
     subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from conftest import Load, SERVER_GROUPS, container, docker, get, hosts_of, names_of, playbook, recap, record_drill, \
-    site_setting
+    replica_threads_run, site_setting
 
 testinfra_hosts = hosts_of("monitoring")[:1]
 RECEIVED = "/var/lib/lab-alerts/alerts.jsonl"
@@ -310,13 +310,6 @@ def test_an_exporter_stopped_is_told_and_so_is_its_start(host):
                                                  "resolved_told_s": round(time.time() - started, 1)})
 
 
-def threads_run(replica):
-    """Both replication threads of a replica run."""
-    with replica.sudo():
-        status = replica.check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
-    return "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status
-
-
 def semisync_status(primary):
     return mariadb(primary, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'").split()[-1]
 
@@ -336,7 +329,7 @@ def test_semi_sync_fallen_back_to_asynchronous_is_told_and_so_is_its_return(host
         """Every replica's threads run and the primary counts each as a semi-sync client (an
         earlier drill may have restarted one)."""
         clients = mariadb(primary, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'").split()[-1]
-        if not all(threads_run(r) for r in replicas) or int(clients) != len(replicas):
+        if not all(replica_threads_run(r) for r in replicas) or int(clients) != len(replicas):
             return False
         # A primary that fell back while a replica was away turns semi-sync on at its next commit.
         mariadb(primary, f"INSERT INTO {table} (at) VALUES (UNIX_TIMESTAMP())")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Load, SERVED_BY, SERVER_GROUPS, SITE, container, docker, get, names_of, playbook, record_drill
+from conftest import (Load, SERVED_BY, SERVER_GROUPS, SITE, container, docker, get, names_of, playbook, record_drill,
+                      replica_threads_run)
 
 pytestmark = pytest.mark.drill
 testinfra_hosts = ["ansible://client"]
@@ -108,11 +109,7 @@ def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
                                                  f"-H 'Host: {SITE}' https://{address}/").rc == 0
     # Replication, reconnected by itself, semi-synchronous again.
     if "db_replica" in groups:
-        def replicating():
-            with server.sudo():
-                status = server.check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
-            return "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status
-        wait_until(replicating, 60, f"replication running on {web}")
+        wait_until(lambda: replica_threads_run(server), 60, f"replication running on {web}")
         primary = get(names_of("db_primary")[0])
 
         def semisync_clients():
