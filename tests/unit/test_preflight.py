@@ -26,12 +26,14 @@ def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_r
         "db_primary": {"hosts": dict.fromkeys(db_primary)},
         "db_replica": {"hosts": dict.fromkeys(db_replica)},
         "monitoring": {"hosts": {"monitor": None}},
+        "logging": {"hosts": {"monitor": None}},
     }
     if drop:
         del groups[drop]
     # Every server group is a child of 'servers', the group site.yml's plays run on.
-    groups = {"servers": {"children": {k: v for k, v in groups.items() if k != "monitoring"}},
-              **({"monitoring": groups["monitoring"]} if "monitoring" in groups else {})}
+    support = ("monitoring", "logging")
+    groups = {"servers": {"children": {k: v for k, v in groups.items() if k not in support}},
+              **{k: v for k, v in groups.items() if k in support}}
     variables = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "ops",
                  "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase",
                  "mysql_replication_password": "a-test-password", "mysql_app_password": "another-test-password",
@@ -70,12 +72,13 @@ def test_preflight_collects_each_hosts_packages_for_one_transaction(tmp_path):
     base = set(defaults["common_packages"]) | {"chrony", "unattended-upgrades", "apt-listchanges"}
     per_host = {host: sorted(set(packages) - base) for host, packages in per_host.items()
                 if base <= set(packages)}
-    assert per_host["lb-01"] == ["certbot", "haproxy", "prometheus-node-exporter", "python3-cryptography", "rsyslog"]
+    assert per_host["lb-01"] == ["certbot", "haproxy", "prometheus-node-exporter", "python3-cryptography", "rsyslog",
+                                 "rsyslog-gnutls"]
     # web-01: nginx, the database (MariaDB by default) and three exporters; iptables-persistent
     # is not collected (its role answers debconf first), ufw is not wanted with iptables.
     assert per_host["web-01"] == ["mariadb-client", "mariadb-server", "nginx", "prometheus-mysqld-exporter",
                                   "prometheus-nginx-exporter", "prometheus-node-exporter", "python3-cryptography",
-                                  "python3-pymysql"]
+                                  "python3-pymysql", "rsyslog", "rsyslog-gnutls"]
     assert per_host["web-02"] == per_host["web-01"]
 
 
@@ -112,6 +115,26 @@ def test_missing_monitoring_group_is_named(tmp_path):
     rc, out = playbook(inventory(tmp_path, drop="monitoring"))
     assert rc != 0, out
     assert "unknown group or host 'monitoring'" in out
+    assert "UNREACHABLE" not in out
+
+
+def test_missing_logging_group_is_named(tmp_path):
+    """Every server forwards its logs to the `logging` group's hosts: an inventory must declare it."""
+    rc, out = playbook(inventory(tmp_path, drop="logging"))
+    assert rc != 0, out
+    assert "unknown group or host 'logging'" in out
+    assert "UNREACHABLE" not in out
+
+
+def test_an_empty_logging_group_is_named(tmp_path):
+    """A log host is required: with none, every server's logs would stay on it."""
+    path = inventory(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["all"]["children"]["logging"] = {}
+    path.write_text(yaml.safe_dump(data))
+    rc, out = playbook(path, "--tags", "preflight")
+    assert rc != 0, out
+    assert "rsyslog_log_host_group: got 'logging', expected an inventory group with hosts" in " ".join(out.split()), out
     assert "UNREACHABLE" not in out
 
 
