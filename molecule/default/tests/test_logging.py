@@ -9,6 +9,7 @@ Which hosts send, which receive and which streams each server has are read from 
 
 import json
 import re
+import shlex
 import subprocess
 import time
 import uuid
@@ -193,6 +194,38 @@ def test_every_server_has_each_of_its_streams_and_no_other(host):
     assert set(got) == set(SERVERS), got
     for server, streams in STREAMS.items():
         assert got[server] == streams, (server, got[server])
+
+
+def test_stored_streams_rotate_and_the_receiver_writes_on_in_new_files(host, lab_key):
+    """logrotate (the role's rule, forced) moves every stored stream aside; the next line of a
+    server lands in a new file, not in the rotated one."""
+    server = SERVERS[-1]
+    with host.sudo():
+        host.run_test("logrotate --force /etc/logrotate.d/infra-remote")
+        rotated = host.check_output(f"ls {REMOTE}/{server}/").split()
+    assert "auth.log" not in rotated and any(name.startswith("auth.log-") for name in rotated), rotated
+    user = f"nobody{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ssh", "-i", str(lab_key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "IdentitiesOnly=yes",
+                    "-o", "ControlMaster=no", "-o", "ControlPath=none", f"{user}@{address(server)}", "true"],
+                   capture_output=True, timeout=60, check=False)
+    wait_for(lambda: user in stored(host, server, "auth"), ARRIVES_WITHIN_S, f"{user} in the new auth.log of {server}")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_sumo_token_is_in_no_file_an_unprivileged_user_can_read(server):
+    token = site_setting("rsyslog_sumologic_token")
+    if not site_setting("rsyslog_sumologic_enabled") or not token:
+        pytest.skip("no Sumo Logic destination in this inventory")
+    target = get(server)
+    # A pattern that matches the token but is not it: the command line (which sudo logs) holds no token.
+    pattern = shlex.quote(f"[{token[0]}]{re.escape(token[1:])}")
+    with target.sudo():
+        holders = target.run(f"grep -rlP -- {pattern} /etc /var/spool/rsyslog /var/log").stdout.split()
+        readable = target.run(f"sudo -u nobody grep -rlP -- {pattern} /etc /var/spool/rsyslog /var/log "
+                              "2>/dev/null").stdout.split()
+    assert holders == ["/etc/rsyslog.d/40-infra-forward.conf"], holders
+    assert readable == [], f"readable by nobody: {readable}"
 
 
 # --- Who may send ---------------------------------------------------------------------------
