@@ -110,19 +110,13 @@ def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     assert "PLAY [Common baseline" not in out
 
 
-def test_missing_monitoring_group_is_named(tmp_path):
-    """The exporters' flows admit the `monitoring` group: an inventory must declare it (it may be empty)."""
-    rc, out = playbook(inventory(tmp_path, drop="monitoring"))
+@pytest.mark.parametrize("group", ["monitoring", "logging"])
+def test_missing_support_group_is_named(tmp_path, group):
+    """The exporters' flows admit the `monitoring` group (it may be empty); every server forwards
+    its logs to the `logging` group's hosts: an inventory must declare both."""
+    rc, out = playbook(inventory(tmp_path, drop=group))
     assert rc != 0, out
-    assert "unknown group or host 'monitoring'" in out
-    assert "UNREACHABLE" not in out
-
-
-def test_missing_logging_group_is_named(tmp_path):
-    """Every server forwards its logs to the `logging` group's hosts: an inventory must declare it."""
-    rc, out = playbook(inventory(tmp_path, drop="logging"))
-    assert rc != 0, out
-    assert "unknown group or host 'logging'" in out
+    assert f"unknown group or host '{group}'" in out
     assert "UNREACHABLE" not in out
 
 

@@ -60,6 +60,22 @@ def get(name):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
+def address(name):
+    """The address Ansible reaches an inventory host at (its ansible_host)."""
+    return get(name).ansible.get_variables()["ansible_host"]
+
+
+# Run on a host with `python3 -c CONNECT ADDRESS PORT`: whether a TCP connection opens ("open"),
+# is refused (nothing listens: "refused") or gets no answer (dropped: "timeout").
+CONNECT = r"""
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print("open")
+except ConnectionRefusedError: print("refused")
+except OSError: print("timeout")
+"""
+
+
 def names_of(*groups):
     """Inventory host names of these groups."""
     return [spec.split("//")[1] for spec in hosts_of(*groups)]

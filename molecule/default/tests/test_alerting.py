@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from conftest import Load, SERVER_GROUPS, container, docker, get, hosts_of, names_of, playbook, recap, record_drill, \
-    replica_threads_run, site_setting
+from conftest import (CONNECT, Load, SERVER_GROUPS, address, container, docker, get, hosts_of, names_of,
+                      playbook, recap, record_drill, replica_threads_run, site_setting)
 
 testinfra_hosts = hosts_of("monitoring")[:1]
 RECEIVED = "/var/lib/lab-alerts/alerts.jsonl"
@@ -42,19 +42,6 @@ try:
 except urllib.error.HTTPError as exc:
     sys.exit(f"HTTP {exc.code}: {exc.read().decode()}")
 """
-
-CONNECT = r"""
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print("open")
-except ConnectionRefusedError: print("refused")
-except OSError: print("timeout")
-"""
-
-
-def address(name):
-    return get(name).ansible.get_variables()["ansible_host"]
-
 
 def monitor_name(host):
     return host.ansible.get_variables()["inventory_hostname"]

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import SITE, get, hosts_of, names_of, record_drill, site_setting
+from conftest import CONNECT, SITE, address, get, hosts_of, names_of, record_drill, site_setting
 
 testinfra_hosts = hosts_of("logging")
 SERVERS = names_of("servers")
@@ -76,19 +76,6 @@ except ssl.SSLError as exc:
 except OSError as exc:
     print("refused:", exc)
 """
-
-CONNECT = r"""
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close(); print("open")
-except ConnectionRefusedError: print("refused")
-except OSError: print("timeout")
-"""
-
-
-def address(name):
-    return get(name).ansible.get_variables()["ansible_host"]
-
 
 def stored(log_host, server, stream):
     """Every line the log host stored of a server's stream (empty if none yet)."""
