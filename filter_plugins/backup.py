@@ -1,0 +1,102 @@
+"""Filters for database restores: which full backup and which archived binary logs bring the
+data back to a given second.
+
+Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+
+from ansible.errors import AnsibleFilterError
+
+_POINT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
+_VERSION = re.compile(r"^([0-9]+)[.]([0-9]+)")
+
+
+def _stamp(epoch):
+    """An epoch as ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
+
+
+def _point_epoch(point, now):
+    """``db_restore_point`` (UTC) as an epoch; '' means now. Refuses a bad or future time."""
+    if point in (None, ""):
+        return None
+    if not isinstance(point, str) or not _POINT.match(point):
+        raise AnsibleFilterError(f"db_restore_point: got {point!r}, expected a UTC time 'YYYY-MM-DD HH:MM:SS'")
+    try:
+        epoch = calendar.timegm(time.strptime(point, "%Y-%m-%d %H:%M:%S"))
+    except ValueError as error:
+        raise AnsibleFilterError(f"db_restore_point: {point!r} is not a time ({error})") from error
+    if epoch > now:
+        raise AnsibleFilterError(f"db_restore_point: {point} is in the future (now {_stamp(now)} UTC)")
+    return epoch
+
+
+def _major_minor(version):
+    """'10.11.6-MariaDB-0+deb12u1' -> '10.11'; '' when unknown."""
+    match = _VERSION.match(str(version or ""))
+    return f"{match.group(1)}.{match.group(2)}" if match else ""
+
+
+def infra_backup_restore_plan(catalog, point="", now=0, binlog_host="", target_version=""):
+    """The newest full backup that ends at or before ``point`` and the archived binary logs after it.
+
+    ``catalog`` is what the backup host's receiver lists (``infra-backup-receive --catalog``):
+    ``{'backups': [description, ...], 'binlogs': {primary: [{'name', 'mtime', 'size'}, ...]}}``,
+    each description holding at least ``name``, ``source``, ``server_version``, ``gtid``,
+    ``start``, ``end``, ``size`` and ``sha256``. ``point`` is ``db_restore_point`` (UTC,
+    ``YYYY-MM-DD HH:MM:SS``; '' for the latest state), ``now`` the controller's epoch,
+    ``binlog_host`` the primary whose archive holds the binary logs, ``target_version`` the
+    server version the backup must restore to (a physical backup restores to its own major
+    version only).
+
+    Returns ``backup`` (the description), ``binlogs`` (file names, in order, from the one being
+    written when the backup began), ``binlog_host``, ``stop_datetime`` (one second past the
+    point, for mariadb-binlog; '' for the latest state) and ``point`` (as given, or 'latest').
+    Raises AnsibleFilterError naming db_restore_point when it is not a time, is in the future or
+    is before the oldest backup, and when no backup fits the target's version.
+    """
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("backups"), list):
+        raise AnsibleFilterError("backup catalog: expected a mapping with a 'backups' list")
+    epoch = _point_epoch(point, now)
+    backups = sorted((b for b in catalog["backups"] if isinstance(b, dict) and b.get("sha256")),
+                     key=lambda b: (b.get("end", 0), b.get("name", "")))
+    if not backups:
+        raise AnsibleFilterError("backups: the backup hosts hold no complete backup yet (run playbooks/db-backup.yml)")
+    wanted = _major_minor(target_version)
+    if wanted:
+        fitting = [b for b in backups if _major_minor(b.get("server_version")) == wanted]
+        if not fitting:
+            versions = sorted({_major_minor(b.get("server_version")) for b in backups})
+            raise AnsibleFilterError(
+                f"db_restore_target runs {wanted}, but every backup is of {', '.join(versions)}: a physical "
+                "backup restores to its own server version only (restore to a host of that version)")
+        backups = fitting
+    usable = [b for b in backups if epoch is None or b["end"] <= epoch]
+    if not usable:
+        raise AnsibleFilterError(
+            f"db_restore_point: {point} is before the oldest backup, {backups[0]['name']} "
+            f"(consistent at {_stamp(backups[0]['end'])} UTC)")
+    backup = usable[-1]
+    files = (catalog.get("binlogs") or {}).get(binlog_host, [])
+    # A file last written before the backup began holds nothing the backup does not.
+    binlogs = sorted(f["name"] for f in files if f.get("mtime", 0) >= backup["start"] - 60)
+    return {
+        "backup": backup,
+        "binlogs": binlogs,
+        "binlog_host": binlog_host,
+        "stop_datetime": _stamp(epoch + 1) if epoch is not None else "",
+        "point": point or "latest",
+    }
+
+
+class FilterModule:
+    """Database restore filters."""
+
+    def filters(self):
+        """The filters of this module, by name."""
+        return {"infra_backup_restore_plan": infra_backup_restore_plan}
