@@ -14,6 +14,8 @@ from ansible.errors import AnsibleFilterError
 
 _POINT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
 _VERSION = re.compile(r"^([0-9]+)[.]([0-9]+)")
+# A primary's archive moved aside by a restore: <host>.before-restore-<UTC stamp of the restore>.
+_ASIDE = re.compile(r"^(?P<host>.+)[.]before-restore-(?P<stamp>[0-9]{8}T[0-9]{6}Z)$")
 
 
 def _stamp(epoch):
@@ -42,6 +44,23 @@ def _major_minor(version):
     return f"{match.group(1)}.{match.group(2)}" if match else ""
 
 
+def _histories(binlogs, host):
+    """The archive folders of ``host``, each with the span of time whose binary logs it holds:
+    ``[(start, end, folder)]``, oldest first. A restore starts a new history (the server's binary
+    log starts over), and moves the folder of the one before aside, named with its end."""
+    ends = []
+    for folder in binlogs or {}:
+        match = _ASIDE.match(folder)
+        if match and match.group("host") == host:
+            ends.append((calendar.timegm(time.strptime(match.group("stamp"), "%Y%m%dT%H%M%SZ")), folder))
+    ends.sort()
+    spans, start = [], 0
+    for end, folder in ends:
+        spans.append((start, end, folder))
+        start = end
+    return spans + [(start, float("inf"), host)]
+
+
 def infra_backup_restore_plan(catalog, point="", now=0, binlog_host="", target_version=""):
     """The newest full backup that ends at or before ``point`` and the archived binary logs after it.
 
@@ -54,8 +73,11 @@ def infra_backup_restore_plan(catalog, point="", now=0, binlog_host="", target_v
     server version the backup must restore to (a physical backup restores to its own major
     version only).
 
+    A restore starts a new history of the primary's binary logs: the plan reads the archive of
+    the history that was live at the point, and a backup taken in it.
+
     Returns ``backup`` (the description), ``binlogs`` (file names, in order, from the one being
-    written when the backup began), ``binlog_host``, ``stop_datetime`` (one second past the
+    written when the backup began), ``binlog_host``, ``binlog_folder`` (the archive folder), ``stop_datetime`` (one second past the
     point, for mariadb-binlog; '' for the latest state) and ``point`` (as given, or 'latest').
     Raises AnsibleFilterError naming db_restore_point when it is not a time, is in the future or
     is before the oldest backup, and when no backup fits the target's version.
@@ -76,19 +98,26 @@ def infra_backup_restore_plan(catalog, point="", now=0, binlog_host="", target_v
                 f"db_restore_target runs {wanted}, but every backup is of {', '.join(versions)}: a physical "
                 "backup restores to its own server version only (restore to a host of that version)")
         backups = fitting
-    usable = [b for b in backups if epoch is None or b["end"] <= epoch]
-    if not usable:
+    at = now if epoch is None else epoch
+    start, _end, folder = next(span for span in _histories(catalog.get("binlogs"), binlog_host) if span[0] <= at < span[1])
+    if not [b for b in backups if b["end"] <= at]:
         raise AnsibleFilterError(
             f"db_restore_point: {point} is before the oldest backup, {backups[0]['name']} "
             f"(consistent at {_stamp(backups[0]['end'])} UTC)")
+    usable = [b for b in backups if b["end"] <= at and b["start"] >= start]
+    if not usable:
+        raise AnsibleFilterError(
+            f"db_restore_point: {point or 'latest'} lies in the history begun by the restore of {_stamp(start)} UTC, "
+            "and no backup was taken in it between that restore and the point: choose a point before that restore")
     backup = usable[-1]
-    files = (catalog.get("binlogs") or {}).get(binlog_host, [])
+    files = (catalog.get("binlogs") or {}).get(folder, [])
     # A file last written before the backup began holds nothing the backup does not.
     binlogs = sorted(f["name"] for f in files if f.get("mtime", 0) >= backup["start"] - 60)
     return {
         "backup": backup,
         "binlogs": binlogs,
         "binlog_host": binlog_host,
+        "binlog_folder": folder,
         "stop_datetime": _stamp(epoch + 1) if epoch is not None else "",
         "point": point or "latest",
     }

@@ -96,3 +96,26 @@ def test_an_empty_store_is_refused():
 
 def test_no_archive_for_the_host_means_no_binlogs():
     assert plan(CATALOG, "", NOW, "web-03", "")["binlogs"] == []
+
+
+def test_a_point_before_a_restore_reads_the_history_that_was_live_then():
+    """A restore at 10:30 moved web-01's archive aside and started a new one (whose first file
+    replays old transactions under a new header): a point before 10:30 reads the old folder."""
+    catalog = {
+        "backups": CATALOG["backups"][:2] + [
+            described("full-20261202T103500Z", "2026-12-02 10:35:00", "2026-12-02 10:36:00", gtid="0-1-300")],
+        "binlogs": {
+            "web-01.before-restore-20261202T103000Z": CATALOG["binlogs"]["web-01"],
+            "web-01": [{"name": "mysql-bin.000001", "mtime": epoch("2026-12-02 11:50:00"), "size": 10}],
+        },
+    }
+    early = plan(catalog, "2026-12-02 10:00:00", NOW, "web-01", "10.11.6")
+    assert early["binlog_folder"] == "web-01.before-restore-20261202T103000Z"
+    assert early["backup"]["name"] == "full-20261202T031500Z"
+    assert early["binlogs"] == ["mysql-bin.000004", "mysql-bin.000005"]
+    late = plan(catalog, "", NOW, "web-01", "10.11.6")
+    assert late["binlog_folder"] == "web-01" and late["backup"]["name"] == "full-20261202T103500Z"
+    assert late["binlogs"] == ["mysql-bin.000001"]
+    # Between the restore and the first backup after it, no backup belongs to that history.
+    with pytest.raises(AnsibleFilterError, match="db_restore_point: 2026-12-02 10:32:00 lies in the history begun"):
+        plan(catalog, "2026-12-02 10:32:00", NOW, "web-01", "10.11.6")
