@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").is_file())
 # site.yml's preflight order (nginx first: it publishes what the load balancers size from).
 ORDER = ["nginx", "common", "firewall", "pki", "haproxy", "certbot", "mysql", "exporters", "sumologic", "rsyslog",
-         "prometheus", "rolling_update"]
+         "prometheus", "rolling_update", "backup"]
 LB_ROLES = {"haproxy", "certbot"}
 INTERNAL = ("object has no element", "Traceback", "AnsibleUndefined", "is undefined", "has no attribute",
             "_AnsibleLazyTemplate", "unexpected templating type", "Unexpected failure", "NoneType")

@@ -27,18 +27,21 @@ def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_r
         "db_replica": {"hosts": dict.fromkeys(db_replica)},
         "monitoring": {"hosts": {"monitor": None}},
         "logging": {"hosts": {"monitor": None}},
+        "backups": {"hosts": {"monitor": None}},
     }
     if drop:
         del groups[drop]
     # Every server group is a child of 'servers', the group site.yml's plays run on.
-    support = ("monitoring", "logging")
+    support = ("monitoring", "logging", "backups")
     groups = {"servers": {"children": {k: v for k, v in groups.items() if k not in support}},
               **{k: v for k, v in groups.items() if k in support}}
     variables = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "ops",
                  "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase",
                  "mysql_replication_password": "a-test-password", "mysql_app_password": "another-test-password",
                  "sumologic_install": False, "sumologic_mysql_password": "a-third-test-password",
-                 "exporters_listen_address": "192.0.2.1"}
+                 "exporters_listen_address": "192.0.2.1",
+                 "backup_age_recipients": ["age1y4zqa7scdcmrruaq7z5q2rhytcf94mpukkfrlwh5s2x0j0z8ug3sgw4hxc"],
+                 "backup_binlog_password": "a-fourth-test-password"}
     variables.update(extra_vars or {})
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"vars": variables, "children": groups}}))
@@ -74,11 +77,12 @@ def test_preflight_collects_each_hosts_packages_for_one_transaction(tmp_path):
                 if base <= set(packages)}
     assert per_host["lb-01"] == ["certbot", "haproxy", "prometheus-node-exporter", "python3-cryptography", "rsyslog",
                                  "rsyslog-gnutls"]
-    # web-01: nginx, the database (MariaDB by default) and three exporters; iptables-persistent
-    # is not collected (its role answers debconf first), ufw is not wanted with iptables.
-    assert per_host["web-01"] == ["mariadb-client", "mariadb-server", "nginx", "prometheus-mysqld-exporter",
-                                  "prometheus-nginx-exporter", "prometheus-node-exporter", "python3-cryptography",
-                                  "python3-pymysql", "rsyslog", "rsyslog-gnutls"]
+    # web-01: nginx, the database (MariaDB by default), its backup tools (mariadb-backup, zstd,
+    # age) and three exporters; iptables-persistent is not collected (its role answers debconf
+    # first), ufw is not wanted with iptables.
+    assert per_host["web-01"] == ["age", "mariadb-backup", "mariadb-client", "mariadb-server", "nginx",
+                                  "prometheus-mysqld-exporter", "prometheus-nginx-exporter", "prometheus-node-exporter",
+                                  "python3-cryptography", "python3-pymysql", "rsyslog", "rsyslog-gnutls", "zstd"]
     assert per_host["web-02"] == per_host["web-01"]
 
 
@@ -110,25 +114,28 @@ def test_bad_variable_stops_the_run_naming_it(tmp_path, extra, field):
     assert "PLAY [Common baseline" not in out
 
 
-@pytest.mark.parametrize("group", ["monitoring", "logging"])
+@pytest.mark.parametrize("group", ["monitoring", "logging", "backups"])
 def test_missing_support_group_is_named(tmp_path, group):
     """The exporters' flows admit the `monitoring` group (it may be empty); every server forwards
-    its logs to the `logging` group's hosts: an inventory must declare both."""
+    its logs to the `logging` group's hosts; the `backups` group's hosts archive the binary logs:
+    an inventory must declare all three."""
     rc, out = playbook(inventory(tmp_path, drop=group))
     assert rc != 0, out
     assert f"unknown group or host '{group}'" in out
     assert "UNREACHABLE" not in out
 
 
-def test_an_empty_logging_group_is_named(tmp_path):
-    """A log host is required: with none, every server's logs would stay on it."""
+@pytest.mark.parametrize("group, variable", [("logging", "rsyslog_log_host_group"), ("backups", "backup_host_group")])
+def test_an_empty_log_or_backup_group_is_named(tmp_path, group, variable):
+    """A log host and a backup host are required: with none, every server's logs would stay on
+    it, and the database's backups nowhere."""
     path = inventory(tmp_path)
     data = yaml.safe_load(path.read_text())
-    data["all"]["children"]["logging"] = {}
+    data["all"]["children"][group] = {}
     path.write_text(yaml.safe_dump(data))
     rc, out = playbook(path, "--tags", "preflight")
     assert rc != 0, out
-    assert "rsyslog_log_host_group: got 'logging', expected an inventory group with hosts" in " ".join(out.split()), out
+    assert f"{variable}: got '{group}', expected an inventory group with hosts" in " ".join(out.split()), out
     assert "UNREACHABLE" not in out
 
 

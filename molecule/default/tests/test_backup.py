@@ -235,7 +235,7 @@ while True:
 def acked(server):
     """{row: time its COMMIT returned} from the writer's log."""
     with server.sudo():
-        lines = server.file("/root/pitr-acked").content_string.splitlines()
+        lines = server.run("cat /root/pitr-acked 2> /dev/null").stdout.splitlines()
     return {int(n): float(t) for n, t in (line.split() for line in lines if line[:1].isdigit())}
 
 
@@ -314,3 +314,17 @@ def test_drill_a_dropped_table_is_restored_to_the_second_before(host):
     assert run.returncode == 0, run.stdout[-3000:]
     assert {int(r[0]) for r in sql(get(scratch), "SELECT n FROM pitr_drill", DB)} == present
     assert int(sql(primary, "SHOW GLOBAL STATUS LIKE 'Uptime'")[0][1]) >= uptime, "the site's primary was touched"
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("db_restore_point='2999-01-01 00:00:00'", "db_restore_point: 2999-01-01 00:00:00 is in the future"),
+    ("db_restore_point='2000-01-01 00:00:00'", "db_restore_point: 2000-01-01 00:00:00 is before the oldest backup"),
+    ("db_restore_point=yesterday", "db_restore_point: got 'yesterday', expected a UTC time"),
+    ("backup_age_identity=''", "backup_age_identity is empty"),
+    ("db_restore_target=nosuch", "db_restore_target (nosuch) is not a host of the inventory"),
+])
+def test_a_bad_restore_request_is_refused_naming_the_field_and_changes_nothing(extra, says):
+    run = playbook("-e", extra, path="playbooks/db-restore.yml")
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert says in " ".join((run.stdout + run.stderr).split()), (run.stdout + run.stderr)[-3000:]
+    assert all(changed == 0 for host, changed in recap(run).items() if host != "localhost"), recap(run)
