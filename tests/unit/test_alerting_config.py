@@ -351,6 +351,24 @@ def test_security_updates_pending_alert_only_after_two_days(rendered, tmp_path):
     ], interval="1m")
 
 
+def test_a_failed_or_old_backup_and_a_stopped_archive_alert(rendered, tmp_path):
+    """The backup role's metrics, a sample a minute: a run failed at 2m, a good one at 11m; the
+    newest good backup 25 h old at the start, so older than 26 h after an hour; the archive
+    following no primary from 2m."""
+    promtool_test(rendered, tmp_path, [
+        ('infra_db_backup_last_run_success{instance="web-01",job="node"}', "1x1 0x8 1x80"),
+        ('infra_db_backup_last_success_timestamp_seconds{instance="web-01",job="node"}', "-90000x90"),
+        ('infra_binlog_archive_up{instance="monitor",job="node",primary="web-01"}', "1x1 0x40"),
+    ], [
+        ("1m", "DatabaseBackupFailed", []),
+        ("6m", "DatabaseBackupFailed", [({"instance": "web-01", "job": "node"}, 0)]),
+        ("13m", "DatabaseBackupFailed", []),
+        ("50m", "DatabaseBackupTooOld", []),
+        ("70m", "DatabaseBackupTooOld", [({"instance": "web-01", "job": "node"}, 94200)]),
+        ("6m", "BinlogArchiveDown", [({"instance": "monitor", "job": "node", "primary": "web-01"}, 0)]),
+    ], interval="1m")
+
+
 def test_disk_predicted_full(rendered, tmp_path):
     fs = '{instance="web-01",job="node",device="/dev/sda1",fstype="ext4",mountpoint="/"}'
     promtool_test(rendered, tmp_path, [
