@@ -224,8 +224,23 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     missing = sorted(set(acked) - present)
     assert not missing, f"acknowledged writes lost: {missing[:20]}"
     assert sql(new_primary, "SELECT @@global.read_only") == [["0"]]
+    # The binary log archive (roles/backup) follows the new primary by itself: a row written now
+    # reaches its folder of the new primary's binary logs on the backup host.
+    store = get(names_of("backups")[0])
+    token = f"archived-{time.time_ns()}"
+    sql(new_primary, f"INSERT INTO probe (token) VALUES ('{token}')", DB)
+    folder = f"{site_setting('backup_store_dir')}/binlog/{REPLICAS[0]}"
+    deadline, archived_at = time.time() + 150, None
+    with store.sudo():
+        while time.time() < deadline and archived_at is None:
+            if store.run(f"grep -a -l -s {token} {folder}/*").rc == 0:
+                archived_at = time.time()
+            time.sleep(1)
+        assert archived_at, f"the archive did not follow {REPLICAS[0]}: " + store.check_output(
+            "journalctl -u infra-binlog-archive -n 8 --no-pager -o cat")
     figure = {"acknowledged_writes": len(acked), "lost": len(missing),
-              "kill_to_first_accepted_write_s": round(first_write - killed_at, 2)}
+              "kill_to_first_accepted_write_s": round(first_write - killed_at, 2),
+              "kill_to_archive_following_new_primary_s": round(archived_at - killed_at, 1)}
     record_drill("database primary killed under committed writes, then the failover runbook", figure)
     slowest = run.stdout.split("TASKS RECAP")[-1].splitlines()[3:9]
     print(f"\nfailover drill: {json.dumps(figure)}\nslowest failover tasks:\n" + "\n".join(slowest))
