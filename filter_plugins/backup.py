@@ -14,8 +14,10 @@ from ansible.errors import AnsibleFilterError
 
 _POINT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
 _VERSION = re.compile(r"^([0-9]+)[.]([0-9]+)")
-# A primary's archive moved aside by a restore: <host>.before-restore-<UTC stamp of the restore>.
-_ASIDE = re.compile(r"^(?P<host>.+)[.]before-restore-(?P<stamp>[0-9]{8}T[0-9]{6}Z)$")
+_GTID = re.compile(r"^([0-9]+-[0-9]+-[0-9]+(,[0-9]+-[0-9]+-[0-9]+)*)?$")
+# A primary's archive set aside when its binary log started over (a restore, or a gap the archive
+# found): <host>.before-restore-<UTC stamp> or <host>.before-gap-<UTC stamp>, the stamp its end.
+_ASIDE = re.compile(r"^(?P<host>.+)[.]before-(restore|gap)-(?P<stamp>[0-9]{8}T[0-9]{6}Z)$")
 
 
 def _stamp(epoch):
@@ -110,6 +112,8 @@ def infra_backup_restore_plan(catalog, point="", now=0, binlog_host="", target_v
             f"db_restore_point: {point or 'latest'} lies in the history begun by the restore of {_stamp(start)} UTC, "
             "and no backup was taken in it between that restore and the point: choose a point before that restore")
     backup = usable[-1]
+    if not _GTID.match(str(backup.get("gtid", ""))):
+        raise AnsibleFilterError(f"backup {backup.get('name')}: its GTID position {str(backup.get('gtid'))[:60]!r} is not one")
     files = (catalog.get("binlogs") or {}).get(folder, [])
     # A file last written before the backup began holds nothing the backup does not.
     binlogs = sorted(f["name"] for f in files if f.get("mtime", 0) >= backup["start"] - 60)

@@ -94,6 +94,14 @@ def test_an_empty_store_is_refused():
         plan(["not", "a", "catalog"], "", NOW, "web-01")
 
 
+def test_a_backup_whose_gtid_is_not_one_is_refused():
+    """The description comes from a database server: never a command's argument unchecked."""
+    planted = dict(CATALOG, backups=[described("full-20261202T031500Z", "2026-12-02 03:15:00",
+                                               "2026-12-02 03:16:00", gtid="0-1-5;reboot")])
+    with pytest.raises(AnsibleFilterError, match="its GTID position '0-1-5;reboot' is not one"):
+        plan(planted, "", NOW, "web-01")
+
+
 def test_no_archive_for_the_host_means_no_binlogs():
     assert plan(CATALOG, "", NOW, "web-03", "")["binlogs"] == []
 
