@@ -30,9 +30,9 @@ def expected_matrix(names):
     group and expanded over the inventory: (target, port) -> sources allowed. `names(*groups)`
     gives the hosts of groups. Everything not listed must be dropped."""
     lbs, webs, monitors = names("loadbalancers"), names("webservers"), names("monitoring")
-    dbs = names("db_primary", "db_replica")
+    dbs, backups = names("db_primary", "db_replica"), names("backups")
     servers = names(*SERVER_GROUPS)
-    sources = ["client", *servers, *monitors, "controller"]
+    sources = list(dict.fromkeys(["client", *servers, *monitors, *backups, "controller"]))
     allowed = {}
 
     def allow(targets, ports, froms):
@@ -42,6 +42,7 @@ def expected_matrix(names):
     allow(lbs, (80, 443), sources)                   # anyone reaches the site
     allow(webs, (WEB_HTTPS,), lbs + monitors)        # the load balancers reach the web servers, the monitoring probes them
     allow(dbs, (MYSQL,), dbs + webs)                 # replication, and the application
+    allow(dbs, (MYSQL,), backups)                    # the backup hosts' binary log archive
     allow(servers, (NODE,), monitors)                # node exporter
     allow(webs, (NGINX_EXPORTER,), monitors)         # nginx exporter
     allow(dbs, (MYSQLD_EXPORTER,), monitors)         # mysqld exporter
