@@ -121,3 +121,9 @@ def test_retention_ranks_every_servers_backups_together_and_prunes_binlogs(store
     assert left == sorted(f"{n}.age" for n in recent)
     assert sorted(p.name for p in binlogs.iterdir()) == ["mysql-bin.000003"]
     assert not aside.exists()
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("roles/*/templates/**/*.j2")))
+def test_every_role_template_parses(path):
+    """A shell `${#array[@]}` is a Jinja comment opening: caught here, not at a converge."""
+    jinja2.Environment(extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"]).parse((ROOT / path).read_text())
