@@ -27,7 +27,8 @@ ALERTS = {
     "site": {"SiteNotAnswering2xx", "SiteHTTPSFailed", "CertificateExpiringSoon", "InternalHTTPSFailed",
              "WebServerOutOfPool", "TooFewHealthyWebServers", "Site5xxRatioHigh", "SiteTrafficCollapsed"},
     "databases": {"DatabaseDown", "ReplicationStopped", "ReplicationLagging", "SemiSyncFellBack",
-                  "SeveralWritableDatabases", "NoWritableDatabase"},
+                  "SeveralWritableDatabases", "NoWritableDatabase", "DatabaseBackupFailed", "DatabaseBackupTooOld",
+                  "BinlogArchiveDown"},
     "hosts": {"TargetDown", "DiskFullSoon", "SecurityUpdatesPending", "AptMetricsStale", "MemoryPressure"}
     | ({"ClockNotSynchronised"} if site_setting("prometheus_alert_clock") else set()),
 }
