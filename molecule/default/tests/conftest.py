@@ -60,6 +60,13 @@ def get(name):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
+def sql(server, query, database=""):
+    """Run SQL as the server's root (local socket); rows as lists of strings."""
+    with server.sudo():
+        out = server.check_output(f"mariadb -N -B {database} -e {json.dumps(query)}")
+    return [line.split("\t") for line in out.splitlines()]
+
+
 def address(name):
     """The address Ansible reaches an inventory host at (its ansible_host)."""
     return get(name).ansible.get_variables()["ansible_host"]

@@ -5,16 +5,14 @@ backups refused before anything is restored, and the point-in-time restore drill
 
 import json
 import os
-import re
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import get, names_of, playbook, recap, record_drill, site_setting
+from conftest import address, get, names_of, playbook, recap, record_drill, site_setting, sql
 
 testinfra_hosts = ["ansible://" + names_of("backups")[0]]
 
@@ -25,13 +23,6 @@ DB = site_setting("mysql_app_database")
 STORE = site_setting("backup_store_dir")
 STORE_USER = site_setting("backup_store_user")
 RECEIVER = "/usr/local/sbin/infra-backup-receive"
-
-
-def sql(server, query, database=""):
-    """SQL as the server's root (local socket); rows as lists of strings."""
-    with server.sudo():
-        out = server.check_output(f"mariadb -N -B {database} -e {json.dumps(query)}")
-    return [line.split("\t") for line in out.splitlines()]
 
 
 def source():
@@ -55,7 +46,7 @@ def backup_now():
 
 def as_server(server, command):
     """Run the receiver's SSH login from a database server with its backup key, as the script does."""
-    store = get(STORE_HOST).ansible.get_variables()["ansible_host"]
+    store = address(STORE_HOST)
     with server.sudo():
         return server.run(
             f"ssh -i /etc/infra-backup/id_ed25519 -o BatchMode=yes -o IdentitiesOnly=yes "
@@ -121,7 +112,7 @@ def test_a_database_server_can_add_but_never_read_replace_or_delete(host):
 def test_the_backup_host_away_fails_loudly_and_changes_nothing_on_the_server(host):
     name = source()
     server = get(name)
-    store = get(STORE_HOST).ansible.get_variables()["ansible_host"]
+    store = address(STORE_HOST)
     held = catalog(host)["backups"]
     rule = f"OUTPUT -d {store} -p tcp --dport 22 -j REJECT"
     with server.sudo():
@@ -158,10 +149,9 @@ def test_the_archive_holds_a_write_within_seconds_over_an_account_that_reads_not
         assert found, f"{token} is not in the archive after 20 s"
         # The archive's account reads binary logs, not data, and only over TLS with its certificate.
         cnf = "/etc/infra-backup/binlog-archiver.cnf"
-        denied = host.run(f"mariadb --defaults-extra-file={cnf} -h {primary.ansible.get_variables()['ansible_host']} "
+        denied = host.run(f"mariadb --defaults-extra-file={cnf} -h {address(PRIMARY)} "
                           f"-e 'SELECT * FROM {DB}.backup_probe'")
         assert denied.rc != 0 and "denied" in denied.stderr, denied.stderr
-        metrics = host.file("/var/lib/prometheus/node-exporter/infra_binlog_archive.prom")
     assert host.service("infra-binlog-archive").is_running
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import container, get, names_of, playbook, recap, record_drill, site_setting
+from conftest import container, get, names_of, playbook, recap, record_drill, site_setting, sql
 
 testinfra_hosts = ["ansible://" + names_of("db_primary")[0]]
 
@@ -22,13 +22,6 @@ REPLICAS = names_of("db_replica")
 CA = "/etc/ssl/infra/ca.pem"
 # The application's database and account, as the inventory and the mysql role set them.
 DB, USER = site_setting("mysql_app_database"), site_setting("mysql_app_user")
-
-
-def sql(server, query, database=""):
-    """Run SQL as the server's root (local socket); rows as lists of strings."""
-    with server.sudo():
-        out = server.check_output(f"mariadb -N -B {database} -e {json.dumps(query)}")
-    return [line.split("\t") for line in out.splitlines()]
 
 
 def status(server, name):
