@@ -44,9 +44,9 @@ def backup_now():
     return playbook(path="playbooks/db-backup.yml")
 
 
-def as_server(server, command):
+def as_server(server, command, store_host=STORE_HOST):
     """Run the receiver's SSH login from a database server with its backup key, as the script does."""
-    store = address(STORE_HOST)
+    store = address(store_host)
     with server.sudo():
         return server.run(
             f"ssh -i /etc/infra-backup/id_ed25519 -o BatchMode=yes -o IdentitiesOnly=yes "
@@ -87,6 +87,15 @@ def test_a_backup_now_is_stored_encrypted_and_counted(host):
         metrics = get(name).file("/var/lib/prometheus/node-exporter/infra_db_backup.prom").content_string
     assert "infra_db_backup_last_run_success 1" in metrics
     assert f"infra_db_backup_last_success_size_bytes {backup['size']}" in metrics
+
+
+@pytest.mark.parametrize("server_name", DATABASES)
+def test_every_database_server_is_let_in_by_every_backup_host(server_name):
+    # Any of them may become the backup source after a failover: each one's key works on each
+    # backup host (the servers write one authorized_keys file there; none may drop another's key).
+    for store_host in names_of("backups"):
+        result = as_server(get(server_name), "check", store_host)
+        assert result.rc == 0, f"{server_name} -> {store_host}: {result.stdout} {result.stderr}"
 
 
 def test_a_database_server_can_add_but_never_read_replace_or_delete(host):
