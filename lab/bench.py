@@ -14,6 +14,9 @@ Never a pass/fail test: it measures, on this machine, in a lab of its own (conta
    and after, in the same run; then the connection curve (CURVE_CONNECTIONS) through the load
    balancer with the settings from before the overload work (OVERLOAD_BEFORE) and after, and
    the knee of each curve.
+3. Database backups (lab/bench_backup.py, --backup-mb): a full physical backup and a restore
+   of at least 1 GB of generated rows against mariadb-dump and a reload of the same data, the
+   backup's size, and the binary log archive's lag under the write load.
 
 The bench's client stands in for many visitors: it is on the rate limit's allow-list.
 
@@ -40,6 +43,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import bench_backup
 from ansible.errors import AnsibleFilterError
 from bench_report import (CURVE_CONNECTIONS, MODES, BenchError, knee, parse_s_time, parse_wrk,
                           report, role_times, tasks_run)
@@ -126,9 +130,13 @@ def topology(data, subnet=SUBNET):
         """A host's address in the bench."""
         return move_address(hostvars[host].get("ansible_host", host), lab_subnet, subnet)
     lb, web = groups["loadbalancers"][0], groups["webservers"][0]
+    backup_host = (groups.get("backups") or [None])[0]
     return {"servers": servers, "lab_subnet": lab_subnet, "site": site["infra_site_name"],
             "lb": lb, "web": web, "web_address": address(web),
-            "client": CLIENT_HOST, "client_address": address(CLIENT_HOST)}
+            "client": CLIENT_HOST, "client_address": address(CLIENT_HOST),
+            "db_primary": groups["db_primary"][0],
+            "db_hosts": list(dict.fromkeys(groups["db_primary"] + groups.get("db_replica", []))),
+            "backup_host": backup_host, "backup_vars": hostvars.get(backup_host, {})}
 
 
 def move_addresses(text, lab_subnet, subnet=SUBNET):
@@ -376,6 +384,8 @@ def main(argv=None):
     parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--keep", action="store_true", help="leave the bench containers running")
+    parser.add_argument("--backup-mb", type=int, default=1024,
+                        help="MiB of rows generated for the database backup figures (0: none)")
     args = parser.parse_args(argv)
     STATE.mkdir(parents=True, exist_ok=True)
     figures = {"machine": {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
@@ -391,6 +401,10 @@ def main(argv=None):
         certs, changed_certs, _ = playbook(inv, "site.yml", "--tags", "certs", log="certs")
         packages = {host: manual_packages(host) for host in topo["servers"]}
         figures["serving"] = serving(inv, topo, args.duration, args.connections)
+        if args.backup_mb:
+            figures["backup"] = bench_backup.measure(
+                topo, topo["backup_vars"], docker_exec, lambda *a, log=None: playbook(inv, *a, log=log),
+                args.backup_mb * 1024 * 1024)
         floor_total, floor_hosts = floor(inv, topo["servers"], packages)
         figures["playbook"] = {
             "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,

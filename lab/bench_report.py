@@ -109,6 +109,8 @@ def report(figures):
         lines += ["", f"TLS handshakes, one connection at a time (openssl s_time) {'conn/s':>8} {'resumed':>8}"]
         lines += [f"  {name:<58}{r['connections_per_s']:>10.1f} {r['resumed_share']:>8.0%}" if "error" not in r
                   else f"  {name:<58} failed: {r['error'].splitlines()[0]}" for name, r in serving["handshakes"].items()]
+    if figures.get("backup"):
+        lines += backup_report(figures["backup"])
     return "\n".join(lines)
 
 
@@ -144,3 +146,64 @@ def role_times(out):
     if not recap:
         raise BenchError("the playbook printed no ROLES RECAP (is ansible.posix.profile_roles enabled?)")
     return {name: float(took) for name, took in ROLE_LINE.findall(recap)}
+
+
+def binlog_total(sizes, first):
+    """Bytes of a binary log history from the file ``first`` on: ``sizes`` {file name: bytes}.
+    The names share one prefix and a fixed-width counter, so they sort in the order written."""
+    return sum(size for name, size in sizes.items() if name >= first)
+
+
+def archive_lag(samples):
+    """The binary log archive's lag under a write load, from ``samples``: (seconds, bytes the
+    primary had written, bytes the archive held), in time order, the primary read first.
+
+    The lag in bytes is the difference. The lag in seconds at a sample is how long ago the
+    primary had written what the archive holds then (linear between the primary's samples);
+    0 when the archive holds everything. Returns the largest and the median of each, and the
+    sample count."""
+    if not samples:
+        raise BenchError("the archive's lag was never sampled")
+    lags_b, lags_s = [], []
+    for when, written, held in samples:
+        lags_b.append(max(0, written - held))
+        reached = None  # when the primary had first written `held` bytes
+        for (t0, p0, _), (t1, p1, _) in zip(samples, samples[1:]):
+            if p1 >= held > p0:
+                reached = t0 + (held - p0) / (p1 - p0) * (t1 - t0)
+                break
+        if held >= written or reached is None:
+            reached = when if held >= written else samples[0][0]
+        lags_s.append(max(0.0, when - reached))
+
+    def median(values):
+        """The middle value (the lower of the two middle ones)."""
+        return sorted(values)[(len(values) - 1) // 2]
+    return {"max_bytes": max(lags_b), "median_bytes": median(lags_b),
+            "max_s": round(max(lags_s), 2), "median_s": round(median(lags_s), 2), "samples": len(samples)}
+
+
+def backup_report(b):
+    """The database backup section of the report (figures of lab/bench_backup.py)."""
+    mb = 1024 * 1024
+    lines = ["", f"database backup and restore: {b['data_bytes'] / mb:.0f} MB of generated rows "
+                 f"({b['rows']} rows; data directory {b['datadir_bytes'] / mb:.0f} MB)",
+             f"  {'':<62}{'seconds':>9}{'size MB':>9}"]
+    for label, key in (("physical backup: mariadb-backup | zstd | age, to the backup host", "backup"),
+                       ("  the same, as playbooks/db-backup.yml runs it", "backup_playbook"),
+                       ("physical restore: playbooks/db-restore.yml, the latest state", "restore"),
+                       ("logical: mariadb-dump --single-transaction | zstd", "dump"),
+                       ("logical: reload of that dump (binary log on, replicas follow)", "reload")):
+        step = b[key]
+        size = f"{step['bytes'] / mb:>9.0f}" if step.get("bytes") else ""
+        lines.append(f"  {label:<62}{step['seconds']:>9.1f}{size}")
+    if b["restore"].get("slowest"):
+        lines.append("  the restore's slowest tasks: " + "; ".join(
+            f"{name} {took:.1f} s" for name, took in b["restore"]["slowest"].items()))
+    lag = b["archive_lag"]
+    lines += [f"binary log archive during the load ({b['load']['seconds']:.0f} s, "
+              f"{b['load']['binlog_bytes'] / mb / max(b['load']['seconds'], 0.001):.1f} MB/s of binary log): "
+              f"lag median {lag['median_bytes'] / mb:.1f} MB / {lag['median_s']} s, "
+              f"max {lag['max_bytes'] / mb:.1f} MB / {lag['max_s']} s ({lag['samples']} samples); "
+              f"caught up {lag['catch_up_s']} s after the load ended"]
+    return lines

@@ -1,6 +1,7 @@
 """lab/bench.py's copy of the lab inventory and what it reads from it, and lab/bench_report.py's
 parsing of the tools' reports and its report."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
+import bench_backup  # noqa: E402  pylint: disable=wrong-import-position
 import bench_report  # noqa: E402  pylint: disable=wrong-import-position
 
 REPORT = """Running 10s test @ https://www.foobar.com:443/
@@ -167,9 +169,12 @@ def test_old_settings_of_the_curve_are_the_variables_the_roles_declare():
 
 
 def test_lab_topology_is_read_from_the_inventory_and_the_site_group_vars(lab_topology):
-    assert lab_topology == {"servers": ["lb-01", "web-01", "web-02"], "lab_subnet": "172.30.10.0/24",
-                            "site": "www.foobar.com", "lb": "lb-01", "web": "web-01", "web_address": "172.30.30.11",
-                            "client": "client", "client_address": "172.30.30.30"}
+    topo = dict(lab_topology)
+    assert topo.pop("backup_vars")["ansible_host"] == "172.30.10.40"
+    assert topo == {"servers": ["lb-01", "web-01", "web-02"], "lab_subnet": "172.30.10.0/24",
+                    "site": "www.foobar.com", "lb": "lb-01", "web": "web-01", "web_address": "172.30.30.11",
+                    "client": "client", "client_address": "172.30.30.30",
+                    "db_primary": "web-01", "db_hosts": ["web-01", "web-02"], "backup_host": "monitor"}
 
 
 SITE = {"lab_subnet": "10.20.0.0/24", "infra_site_name": "shop.example.org",
@@ -202,6 +207,9 @@ def test_bigger_lab_needs_no_edit():
     assert (topo["lb"], topo["web"], topo["web_address"], topo["site"]) == (
         "lb-02", "web-01", "172.30.30.11", "shop.example.org")
     assert topo["client_address"] == "172.30.30.30"
+    assert (topo["db_primary"], topo["db_hosts"], topo["backup_host"]) == ("web-01", ["web-01", "web-02", "web-03"], None)
+    with_backups = bench.topology(bigger_lab(backups={"hosts": ["outside"]}))
+    assert with_backups["backup_host"] == "outside" and with_backups["backup_vars"]["ansible_host"] == "192.0.2.7"
 
 
 def test_child_groups_give_their_hosts_to_the_parent():
@@ -233,3 +241,56 @@ def test_every_lab_address_of_a_text_is_moved_and_nothing_else():
 def test_an_inventory_the_bench_cannot_use_is_refused(data, message):
     with pytest.raises(bench_report.BenchError, match=message):
         bench.topology(data)
+
+
+def test_binlog_total_counts_the_files_from_the_first_on():
+    sizes = {"mysql-bin.000009": 500, "mysql-bin.000010": 300, "mysql-bin.000011": 40}
+    assert bench_report.binlog_total(sizes, "mysql-bin.000010") == 340
+    assert bench_report.binlog_total(sizes, "mysql-bin.000012") == 0
+
+
+def test_archive_lag_in_bytes_and_in_seconds_behind_the_primary():
+    # The primary writes 100 bytes a second; the archive holds what it had 1.5 s earlier, then all.
+    samples = [(0.0, 0, 0), (1.0, 100, 0), (2.0, 200, 50), (3.0, 300, 150), (4.0, 300, 300)]
+    lag = bench_report.archive_lag(samples)
+    assert lag == {"max_bytes": 150, "median_bytes": 100, "max_s": 1.5, "median_s": 1.0, "samples": 5}
+
+
+def test_archive_lag_of_an_archive_that_keeps_up_is_zero():
+    lag = bench_report.archive_lag([(0.0, 10, 10), (0.5, 60, 60), (1.0, 90, 95)])
+    assert (lag["max_bytes"], lag["max_s"]) == (0, 0.0)
+
+
+def test_archive_lag_without_samples_is_an_error():
+    with pytest.raises(bench_report.BenchError, match="never sampled"):
+        bench_report.archive_lag([])
+
+
+BACKUP = {"rows": 976128, "data_bytes": 1181116006, "datadir_bytes": 1610612736,
+          "load": {"seconds": 80.0, "binlog_bytes": 1073741824},
+          "archive_lag": {"max_bytes": 3145728, "median_bytes": 1048576, "max_s": 0.8, "median_s": 0.3,
+                          "samples": 150, "catch_up_s": 0.5},
+          "backup": {"seconds": 42.0, "bytes": 600 * 1048576, "host": "web-01", "script_s": 40},
+          "backup_playbook": {"seconds": 45.5},
+          "restore": {"seconds": 200.0, "slowest": {"Reseed the replicas": 90.0, "Prepare the backup": 30.5}},
+          "dump": {"seconds": 60.0, "bytes": 500 * 1048576}, "reload": {"seconds": 240.0}}
+
+
+def test_backup_report_puts_physical_and_logical_side_by_side():
+    lines = bench_report.backup_report(BACKUP)
+    text = "\n".join(lines)
+    assert "1126 MB of generated rows (976128 rows; data directory 1536 MB)" in text
+    assert re.search(r"physical backup: .* +42\.0 +600$", text, re.M)
+    assert re.search(r"logical: mariadb-dump .* +60\.0 +500$", text, re.M)
+    assert re.search(r"logical: reload .* +240\.0$", text, re.M)
+    assert "the restore's slowest tasks: Reseed the replicas 90.0 s; Prepare the backup 30.5 s" in text
+    assert ("during the load (80 s, 12.8 MB/s of binary log): lag median 1.0 MB / 0.3 s, max 3.0 MB / 0.8 s "
+            "(150 samples); caught up 0.5 s after the load ended") in text
+
+
+def test_slowest_tasks_are_read_from_the_tasks_recap():
+    out = ("TASK [x] ***\nTASKS RECAP ****\nWednesday 02 December 2026  17:10:36 +0000 (0:00:00.046)  0:00:13.377\n"
+           "=======\nbackup : Prepare the backup (crash recovery) ------- 30.52s\n"
+           "Decrypt, checking every chunk ------------------- 12.00s\nbackup : Unpack the backup ----- 3.10s\n")
+    assert bench_backup.slowest_tasks(out, 2) == {"Prepare the backup (crash recovery)": 30.52,
+                                                  "Decrypt, checking every chunk": 12.0}
