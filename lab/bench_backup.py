@@ -42,9 +42,9 @@ def role_default(name, hostvars):
 
 
 def payload_sql():
-    """SQL of a generated row's payload: 1 KiB of hex digests of its number (compresses about as
-    well as text does, unlike random bytes, and unlike a repeated string)."""
-    return "CONCAT(" + ", ".join(f"SHA2(seq + {i}, 512)" for i in range(8)) + ")"
+    """SQL of a generated row's payload: 1 KiB of hex digests of its number, none shared with
+    another row (compresses about as well as text does, unlike random bytes or a repeated string)."""
+    return "CONCAT(" + ", ".join(f"SHA2(CONCAT(seq, '/{i}'), 512)" for i in range(8)) + ")"
 
 
 class Lab:
@@ -132,7 +132,7 @@ def metric(lab, host, name):
     return float(found.group(1))
 
 
-def slowest_tasks(out, count=4):
+def slowest_tasks(out, count=6):
     """The ``count`` slowest tasks of a playbook run (ansible.posix.profile_tasks' recap)."""
     recap = out.rpartition("TASKS RECAP")[2]
     tasks = re.findall(r"^(.+?) -+ (\d+\.\d+)s$", recap, re.M)
