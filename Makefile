@@ -44,7 +44,7 @@ lab-down: ## Remove the lab's containers, network, SSH key and internal CA (imag
 qps: venv ## Live requests per second per web server and at the load balancer (lab's Prometheus)
 	$(BIN)/python lab/qps.py --inventory $(LAB_INVENTORY)
 
-bench: venv ## Benchmarks in a lab of their own: playbook cost against an apt floor, HTTPS serving (no pass/fail)
+bench: venv ## Benchmarks in a lab of their own: playbook cost against an apt floor, HTTPS serving, database backup and restore (no pass/fail)
 	$(LABCTL) engine
 	$(BIN)/python lab/bench.py
 

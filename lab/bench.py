@@ -183,10 +183,18 @@ def fresh_lab(inv):
 
 def playbook(inv, *args, log=None):
     """Run a playbook; (seconds, changed per host, its output). ``log``: keep its output in .cache/bench/."""
-    took, out = sh([tool("ansible-playbook"), "-i", str(inv), *args], env=env())
-    changed = {h: int(c) for h, c in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.M)}
+    started = time.monotonic()
+    proc = subprocess.run([tool("ansible-playbook"), "-i", str(inv), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env(), timeout=3600, check=False)
+    took, out = time.monotonic() - started, proc.stdout
     if log:
-        (STATE / f"{log}.log").write_text(out)
+        (STATE / f"{log}.log").write_text(out + proc.stderr)
+    if proc.returncode != 0:
+        failures = [line for line in out.splitlines() if line.startswith(("fatal:", "failed:"))]
+        raise BenchError(f"ansible-playbook {' '.join(map(str, args))} failed (rc {proc.returncode})"
+                         + (f", its log: {STATE / (log + '.log')}" if log else "") + ":\n"
+                         + "\n".join(failures[:5] or out.splitlines()[-25:]))
+    changed = {h: int(c) for h, c in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", out, re.M)}
     return round(took, 1), changed, out
 
 

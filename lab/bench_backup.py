@@ -9,7 +9,8 @@ primary, replicated to its replicas, archived by the binary log archive):
 2. a physical backup, the role's own script started as its timer does (and timed on its own),
    then as `playbooks/db-backup.yml` runs it, with its size compressed and encrypted;
 3. a restore of the latest state with `playbooks/db-restore.yml` (the controller decrypts:
-   it needs `age`), its slowest tasks beside it;
+   it needs `age`), its time by role (backup: the primary restored; mysql: the replicas
+   reseeded) and its slowest tasks beside it;
 4. side by side, the logical way: `mariadb-dump --single-transaction | zstd` of the same data
    on the primary, and its reload into a new database.
 
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_report import BenchError, archive_lag, binlog_total
+from bench_report import BenchError, archive_lag, binlog_total, role_times
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE = "bench_backup"
@@ -162,7 +163,7 @@ def measure(topo, hostvars, exec_on, playbook, size_bytes):
     took, _, _ = playbook("playbooks/db-backup.yml", log="db-backup")
     figures["backup_playbook"] = {"seconds": took}
     took, _, out = playbook("playbooks/db-restore.yml", log="db-restore")
-    figures["restore"] = {"seconds": took, "slowest": slowest_tasks(out)}
+    figures["restore"] = {"seconds": took, "slowest": slowest_tasks(out), "roles": role_times(out)}
     restored = lab.sql(f"SELECT COUNT(*) FROM {DATABASE}.t")[0][0]
     if int(restored) != rows:
         raise BenchError(f"the restore holds {restored} of the {rows} generated rows")

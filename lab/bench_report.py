@@ -197,6 +197,9 @@ def backup_report(b):
         step = b[key]
         size = f"{step['bytes'] / mb:>9.0f}" if step.get("bytes") else ""
         lines.append(f"  {label:<62}{step['seconds']:>9.1f}{size}")
+    if b["restore"].get("roles"):
+        lines.append("  the restore by role (backup: the primary restored; mysql: the replicas reseeded): " + "; ".join(
+            f"{name} {took:.1f} s" for name, took in b["restore"]["roles"].items() if took >= 1))
     if b["restore"].get("slowest"):
         lines.append("  the restore's slowest tasks: " + "; ".join(
             f"{name} {took:.1f} s" for name, took in b["restore"]["slowest"].items()))

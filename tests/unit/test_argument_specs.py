@@ -27,9 +27,10 @@ import infra_check_vars as icv
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").is_file())
-# site.yml's preflight order (nginx first: it publishes what the load balancers size from).
+# site.yml's preflight order (nginx first: it publishes what the load balancers size from), then
+# the roles of the other playbooks (a variable's owner before the roles that read it).
 ORDER = ["nginx", "common", "firewall", "pki", "haproxy", "certbot", "mysql", "exporters", "sumologic", "rsyslog",
-         "prometheus", "rolling_update", "backup"]
+         "backup", "prometheus", "rolling_update"]
 LB_ROLES = {"haproxy", "certbot"}
 INTERNAL = ("object has no element", "Traceback", "AnsibleUndefined", "is undefined", "has no attribute",
             "_AnsibleLazyTemplate", "unexpected templating type", "Unexpected failure", "NoneType")
@@ -169,7 +170,9 @@ def all_cases():
 def inventory(tmp_path):
     groups = {"loadbalancers": {"hosts": {"lb-01": None}}, "webservers": {"hosts": {"web-01": None, "web-02": None}},
               "db_primary": {"hosts": {"web-01": None}}, "db_replica": {"hosts": {"web-02": None}},
-              "monitoring": {"hosts": {"monitor": None}}, "logging": {"hosts": {"monitor": None}}}
+              "monitoring": {"hosts": {"monitor": None}}, "logging": {"hosts": {"monitor": None}},
+              "backups": {"hosts": {"monitor": None}},
+              "servers": {"children": {"loadbalancers": None, "webservers": None, "db_primary": None, "db_replica": None}}}
     variables = {"ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_user": "ops",
                  "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase",
                  "mysql_replication_password": "a-test-password", "mysql_app_password": "another-test-password",

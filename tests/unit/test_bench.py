@@ -272,7 +272,8 @@ BACKUP = {"rows": 976128, "data_bytes": 1181116006, "datadir_bytes": 1610612736,
                           "samples": 150, "catch_up_s": 0.5},
           "backup": {"seconds": 42.0, "bytes": 600 * 1048576, "host": "web-01", "script_s": 40},
           "backup_playbook": {"seconds": 45.5},
-          "restore": {"seconds": 200.0, "slowest": {"Reseed the replicas": 90.0, "Prepare the backup": 30.5}},
+          "restore": {"seconds": 200.0, "slowest": {"Reseed the replicas": 90.0, "Prepare the backup": 30.5},
+                      "roles": {"mysql": 61.4, "backup": 39.1, "ansible.builtin.debug": 0.04}},
           "dump": {"seconds": 60.0, "bytes": 500 * 1048576}, "reload": {"seconds": 240.0}}
 
 
@@ -283,6 +284,7 @@ def test_backup_report_puts_physical_and_logical_side_by_side():
     assert re.search(r"physical backup: .* +42\.0 +600$", text, re.M)
     assert re.search(r"logical: mariadb-dump .* +60\.0 +500$", text, re.M)
     assert re.search(r"logical: reload .* +240\.0$", text, re.M)
+    assert "the restore by role (backup: the primary restored; mysql: the replicas reseeded): mysql 61.4 s; backup 39.1 s\n" in text
     assert "the restore's slowest tasks: Reseed the replicas 90.0 s; Prepare the backup 30.5 s" in text
     assert ("during the load (80 s, 12.8 MB/s of binary log): lag median 1.0 MB / 0.3 s, max 3.0 MB / 0.8 s "
             "(150 samples); caught up 0.5 s after the load ended") in text

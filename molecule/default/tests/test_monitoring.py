@@ -85,7 +85,9 @@ def exporters_of(name):
 
 
 SERVERS = names_of(*SERVER_GROUPS)
-EXPORTERS = [(name, kind, port) for name in SERVERS for kind, port in exporters_of(name).items()]
+# The backup hosts run the node exporter too (outside the servers: its own access table).
+BACKUP_HOSTS = [name for name in names_of(site_setting("backup_host_group")) if name not in SERVERS]
+EXPORTERS = [(name, kind, port) for name in SERVERS + BACKUP_HOSTS for kind, port in exporters_of(name).items()]
 
 
 @pytest.mark.parametrize("name, kind, port", EXPORTERS, ids=[f"{n}-{k}" for n, k, _ in EXPORTERS])
@@ -113,6 +115,22 @@ def test_the_mysqld_exporter_account_reads_status_and_no_data():
         denied = db.run("sudo -u prometheus mariadb -N -e 'SELECT COUNT(*) FROM mysql.user'")
         assert denied.rc != 0 and "denied" in denied.stderr
         assert db.run("mariadb -u prometheus -h 127.0.0.1 -e 'SELECT 1'").rc != 0, "reachable over TCP"
+
+
+def test_prometheus_reads_the_binary_log_archive_of_each_backup_host(host):
+    """The archive's state and lag, written for the backup host's node exporter (textfile
+    collector) at every check, reach Prometheus: the archive follows the primary."""
+    primary = names_of("db_primary")[0]
+    for name in names_of(site_setting("backup_host_group")):
+        deadline = time.time() + 60
+        while True:
+            up = promql(host, f'infra_binlog_archive_up{{instance="{name}"}}')
+            lag = promql(host, f'infra_binlog_archive_lag_bytes{{instance="{name}"}}')
+            if (up and lag) or time.time() > deadline:
+                break
+            time.sleep(5)
+        assert [(labels.get("primary"), value) for labels, value in up] == [(primary, 1.0)], up
+        assert len(lag) == 1 and lag[0][1] >= 0, lag
 
 
 # --- QPS under load ---------------------------------------------------------------------------
