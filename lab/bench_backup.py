@@ -19,6 +19,7 @@ backups is the database host whose timer is enabled.
 """
 
 import re
+import shlex
 import shutil
 import threading
 import time
@@ -55,9 +56,9 @@ class Lab:
         self.exec_on, self.primary, self.store_host = exec_on, primary, store_host
         self.archive = f"{store_dir}/binlog/{primary}"
 
-    def sql(self, query, host=None):
-        """Rows of a query run as root on a database host (its local socket)."""
-        _, out = self.exec_on(host or self.primary, f"mariadb -N -B -e {shell_quote(query)}")
+    def sql(self, query):
+        """Rows of a query run as root on the primary (its local socket)."""
+        _, out = self.exec_on(self.primary, f"mariadb -N -B -e {shlex.quote(query)}")
         return [line.split("\t") for line in out.splitlines()]
 
     def binlogs(self):
@@ -68,11 +69,6 @@ class Lab:
         """The archive's copy of the primary's binary logs: {file: bytes held}."""
         _, out = self.exec_on(self.store_host, f"stat -c '%n %s' {self.archive}/* 2>/dev/null || true")
         return {Path(name).name: int(size) for name, size in (line.rsplit(" ", 1) for line in out.splitlines())}
-
-
-def shell_quote(text):
-    """``text`` as one single-quoted shell word."""
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def sample_lag(lab, first, stop, samples, started):
@@ -124,13 +120,14 @@ def backup_source(lab, db_hosts):
     return enabled[0]
 
 
-def metric(lab, host, name):
-    """A figure of the backup script's textfile metrics on a host."""
+def metrics(lab, host, *names):
+    """Figures of the backup script's textfile metrics on a host, read once: {name: value}."""
     _, out = lab.exec_on(host, f"cat {PROM}")
-    found = re.search(rf"^{name} (\S+)$", out, re.M)
-    if not found:
-        raise BenchError(f"{host}:{PROM} has no {name}")
-    return float(found.group(1))
+    found = dict(re.findall(r"^(\w+) (\S+)$", out, re.M))
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise BenchError(f"{host}:{PROM} has no {', '.join(missing)}")
+    return {name: float(found[name]) for name in names}
 
 
 def slowest_tasks(out, count=6):
@@ -157,9 +154,11 @@ def measure(topo, hostvars, exec_on, playbook, size_bytes):
 
     source = backup_source(lab, topo["db_hosts"])
     took, _ = exec_on(source, "systemctl start infra-db-backup.service")
+    written = metrics(lab, source, "infra_db_backup_last_run_duration_seconds",
+                      "infra_db_backup_last_success_size_bytes")
     figures["backup"] = {"seconds": round(took, 1), "host": source,
-                         "script_s": metric(lab, source, "infra_db_backup_last_run_duration_seconds"),
-                         "bytes": int(metric(lab, source, "infra_db_backup_last_success_size_bytes"))}
+                         "script_s": written["infra_db_backup_last_run_duration_seconds"],
+                         "bytes": int(written["infra_db_backup_last_success_size_bytes"])}
     took, _, _ = playbook("playbooks/db-backup.yml", log="db-backup")
     figures["backup_playbook"] = {"seconds": took}
     took, _, out = playbook("playbooks/db-restore.yml", log="db-restore")

@@ -167,13 +167,14 @@ def archive_lag(samples):
     lags_b, lags_s = [], []
     for when, written, held in samples:
         lags_b.append(max(0, written - held))
-        reached = None  # when the primary had first written `held` bytes
+        if held >= written:
+            lags_s.append(0.0)
+            continue
+        reached = samples[0][0]  # when the primary had first written `held` bytes (at the latest)
         for (t0, p0, _), (t1, p1, _) in zip(samples, samples[1:]):
             if p1 >= held > p0:
                 reached = t0 + (held - p0) / (p1 - p0) * (t1 - t0)
                 break
-        if held >= written or reached is None:
-            reached = when if held >= written else samples[0][0]
         lags_s.append(max(0.0, when - reached))
 
     def median(values):

@@ -296,3 +296,27 @@ def test_slowest_tasks_are_read_from_the_tasks_recap():
            "Decrypt, checking every chunk ------------------- 12.00s\nbackup : Unpack the backup ----- 3.10s\n")
     assert bench_backup.slowest_tasks(out, 2) == {"Prepare the backup (crash recovery)": 30.52,
                                                   "Decrypt, checking every chunk": 12.0}
+
+
+def test_backup_metrics_are_read_once_and_a_missing_one_is_named():
+    calls = []
+
+    def exec_on(host, command):
+        calls.append((host, command))
+        return 0.1, ("# HELP infra_db_backup_last_run_success Whether...\ninfra_db_backup_last_run_success 1\n"
+                     "infra_db_backup_last_run_duration_seconds 9\ninfra_db_backup_last_success_size_bytes 585848489\n")
+    lab = bench_backup.Lab(exec_on, "web-01", "monitor", "/var/backups/infra-db")
+    assert bench_backup.metrics(lab, "web-01", "infra_db_backup_last_run_duration_seconds",
+                                "infra_db_backup_last_success_size_bytes") == {
+        "infra_db_backup_last_run_duration_seconds": 9.0, "infra_db_backup_last_success_size_bytes": 585848489.0}
+    assert calls == [("web-01", f"cat {bench_backup.PROM}")]
+    with pytest.raises(bench_report.BenchError, match="has no infra_db_backup_nothing"):
+        bench_backup.metrics(lab, "web-01", "infra_db_backup_nothing")
+
+
+def test_backup_lab_sql_quotes_the_query_for_the_shell():
+    seen = []
+    lab = bench_backup.Lab(lambda host, command: (seen.append((host, command)), (0.1, "a\tb\n"))[1],
+                           "web-01", "monitor", "/var/backups/infra-db")
+    assert lab.sql("SELECT 'x'") == [["a", "b"]]
+    assert seen == [("web-01", "mariadb -N -B -e 'SELECT '\"'\"'x'\"'\"''")]
