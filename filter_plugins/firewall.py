@@ -5,8 +5,8 @@ A policy is a list of *flows*, each a mapping::
     name:  web-https-from-lb      # unique, lower-case letters, digits, - and _
     from:  [loadbalancers]        # groups, hosts, CIDRs, or "any"
     to:    [webservers]           # groups or hosts: the hosts whose firewall opens
-    ports: [443, "8000:8010"]     # ports or ranges
-    proto: tcp                    # tcp (default) or udp
+    ports: [443, "8000:8010"]     # ports or ranges (none for vrrp)
+    proto: tcp                    # tcp (default), udp, or vrrp (IP protocol 112, no ports)
     comment: optional free text
 
 The filters are pure functions of (policy, inventory groups, host variables): they resolve
@@ -25,7 +25,8 @@ import re
 from ansible.errors import AnsibleFilterError
 
 FLOW_KEYS = {"name", "from", "to", "ports", "proto", "comment"}
-PROTOCOLS = ("tcp", "udp")
+PROTOCOLS = ("tcp", "udp", "vrrp")
+PORTLESS = {"vrrp": 112}  # protocols without ports, with their IP protocol number
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 ANY = ("0.0.0.0/0", "::/0")
 
@@ -156,9 +157,13 @@ def firewall_check_flows(flows, groups):
             raise AnsibleFilterError(f"{where}: from: a flow needs a source (groups, hosts, CIDRs or any)")
         proto = str(flow.get("proto", "tcp")).lower()
         if proto not in PROTOCOLS:
-            raise AnsibleFilterError(f"{where}: proto: unknown protocol '{flow.get('proto')}' (use tcp or udp)")
+            raise AnsibleFilterError(f"{where}: proto: unknown protocol '{flow.get('proto')}' (use tcp, udp or vrrp)")
         ports = flow.get("ports")
-        if ports in (None, [], ""):
+        if proto in PORTLESS:
+            if ports not in (None, [], ""):
+                raise AnsibleFilterError(f"{where}: ports: {proto} has no ports (leave ports out)")
+            ports = []
+        elif ports in (None, [], ""):
             raise AnsibleFilterError(f"{where}: ports: at least one port is needed")
         ports = ports if isinstance(ports, (list, tuple)) else [ports]
         to = _as_list(flow["to"], f"{where}: to")
@@ -181,16 +186,17 @@ def firewall_check_flows(flows, groups):
 
 
 def _port_key(port):
-    """Sort key of a canonical port or range: (low, high) as numbers."""
+    """Sort key of a canonical port or range: (low, high) as numbers; (0, 0) for none."""
     low, _, high = port.partition(":")
-    return (int(low), int(high or low))
+    return (int(low or 0), int(high or low or 0))
 
 
 def firewall_host_rules(flows, host, groups, hostvars, always_ssh_from=(), ssh_port=22):
     """The rules of one host: what may reach it, from where, on which port.
 
     Returns a list of ``{family, proto, port, source, flows}`` (flows: the names of the
-    flows behind the rule), one per (family, proto, port, source), sorted. SSH from every
+    flows behind the rule), one per (family, proto, port, source), sorted; ``port`` is ""
+    for a protocol without ports (vrrp). SSH from every
     entry of ``always_ssh_from`` (admin networks, the controller) is always included, under
     the flow name ``always-ssh``, so a policy that forgets SSH cannot lock the operator out.
     """
@@ -209,7 +215,7 @@ def firewall_host_rules(flows, host, groups, hostvars, always_ssh_from=(), ssh_p
         if host not in resolve_hosts(flow["to"], groups, f"{where}: to"):
             continue
         for net in resolve_sources(flow["from"], groups, hostvars, f"{where}: from"):
-            for port in flow["ports"]:
+            for port in flow["ports"] or [""]:
                 add(flow["name"], flow["proto"], port, net)
     admin = [s for s in _as_list(list(always_ssh_from), "always_ssh_from") if s]
     ssh = parse_port(ssh_port, "ssh_port")
@@ -245,6 +251,10 @@ def firewall_iptables(rules, family=4):
         if rule["family"] != family:
             continue
         comment = ",".join(rule["flows"])[:250]
+        if rule["proto"] in PORTLESS:
+            lines.append(f"-A INPUT -p {PORTLESS[rule['proto']]} -s {rule['source']} "
+                         f"-m comment --comment \"{comment}\" -j ACCEPT")
+            continue
         lines.append(f"-A INPUT -p {rule['proto']} -s {rule['source']} -m {rule['proto']} "
                      f"--dport {rule['port']} -m comment --comment \"{comment}\" -j ACCEPT")
     lines += ["COMMIT", ""]

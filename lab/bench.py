@@ -43,6 +43,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 import bench_backup
 from ansible.errors import AnsibleFilterError
 from bench_report import (CURVE_CONNECTIONS, MODES, BenchError, knee, parse_s_time, parse_wrk,
@@ -162,6 +164,55 @@ def write_inventory(topo):
              f"haproxy_rate_limit_allow: [{topo['client_address']}]\n")
     allvars.write_text(text)
     return inv
+
+
+def _groups(node, found=None):
+    """{group: its node} of a parsed YAML inventory, at any depth."""
+    found = {} if found is None else found
+    for name, child in ((node or {}).get("children") or {}).items():
+        found[name] = child or {}
+        _groups(child, found)
+    return found
+
+
+def seed_site(hosts):
+    """The parsed hosts.yml of the lab cut to the seed design's site, to compare converge times:
+    the first load balancer and the web servers that hold the databases; every other server out of
+    every group, and the site's names at that load balancer's own address (no floating address:
+    write_small_inventory sets keepalived_vip empty). Returns (the cut inventory, the servers
+    removed)."""
+    groups = _groups(hosts.get("all", {}))
+    members = {name: list((node.get("hosts") or {})) for name, node in groups.items()}
+    if not members.get("loadbalancers") or not members.get("webservers"):
+        raise BenchError("the lab inventory has no loadbalancers or webservers group to cut")
+    databases = set(members.get("db_primary", []) + members.get("db_replica", []))
+    keep_lb = members["loadbalancers"][0]
+    dropped = members["loadbalancers"][1:] + [w for w in members["webservers"] if w not in databases]
+    if not dropped:
+        raise BenchError("the lab inventory is the seed's site already: nothing to compare")
+    cut = json.loads(json.dumps(hosts))
+    for name, node in _groups(cut.get("all", {})).items():
+        for host in dropped:
+            (node.get("hosts") or {}).pop(host, None)
+    address = next(node["hosts"][keep_lb] for node in _groups(cut["all"]).values()
+                   if keep_lb in (node.get("hosts") or {}) and (node["hosts"][keep_lb] or {}).get("ansible_host"))
+    site = cut["all"].setdefault("vars", {}).setdefault("lab_site", {})
+    site["address"] = address["ansible_host"]
+    return cut, dropped
+
+
+def write_small_inventory(inv):
+    """The bench inventory (write_inventory) cut to the seed's site, beside it; its path and the
+    servers removed."""
+    small = STATE / "inventory-seed"
+    if small.exists():
+        shutil.rmtree(small)
+    shutil.copytree(inv, small)
+    cut, dropped = seed_site(yaml.safe_load((small / "hosts.yml").read_text()))
+    (small / "hosts.yml").write_text(yaml.safe_dump(cut, sort_keys=False))
+    with (small / "group_vars" / "all.yml").open("a") as handle:
+        handle.write("\n# The seed's site: one load balancer, no floating address.\nkeepalived_vip: \"\"\n")
+    return small, dropped
 
 
 def env():
@@ -380,6 +431,22 @@ def connection_curve(inv, topo, duration):
     return curve
 
 
+def by_size(inv, topo, full, again):
+    """Full and no-change converge of the seed's site (seed_site: fresh containers), beside the
+    lab's: what each added server costs."""
+    small, dropped = write_small_inventory(inv)
+    fresh_lab(small)
+    playbook(small, "lab/support.yml")
+    small_full, _, _ = playbook(small, "site.yml", log="full-seed")
+    small_again, _, _ = playbook(small, "site.yml", log="no-change-seed")
+    servers = len(topo["servers"])
+    return {"seed": {"servers": servers - len(dropped), "full_converge_s": small_full, "no_change_run_s": small_again},
+            "lab": {"servers": servers, "full_converge_s": full, "no_change_run_s": again},
+            "added": dropped,
+            "per_added_server_s": {"full": round((full - small_full) / len(dropped), 1),
+                                   "no_change": round((again - small_again) / len(dropped), 1)}}
+
+
 def extra_vars(values):
     """`-e` arguments for a dict of variables (JSON keeps their types)."""
     return ["-e", json.dumps(values)] if values else []
@@ -392,6 +459,8 @@ def main(argv=None):
     parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--keep", action="store_true", help="leave the bench containers running")
+    parser.add_argument("--no-compare-seed", dest="compare_seed", action="store_false",
+                        help="skip the converge of the seed's smaller site (one load balancer, two web servers)")
     parser.add_argument("--backup-mb", type=int, default=1024,
                         help="MiB of rows generated for the database backup figures (0: none)")
     args = parser.parse_args(argv)
@@ -421,6 +490,8 @@ def main(argv=None):
                                                            "certs": changed_certs},
             "ratios": {"full / floor": round(full / floor_total, 2), "no-change / full": round(again / full, 2),
                        "certs / no-change": round(certs / again, 2)}}
+        if args.compare_seed:
+            figures["playbook"]["by_size"] = by_size(inv, topo, full, again)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

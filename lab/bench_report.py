@@ -89,6 +89,15 @@ def report(figures):
         busiest = max(p["no_change_tasks"].values())
         lines += [f"  one module call (ping, every server)  {p['module_call_s']:>5}   "
                   f"x {busiest} tasks of the busiest host = {p['module_call_s'] * busiest:.1f} s"]
+    if p.get("by_size"):
+        size = p["by_size"]
+        lines += ["", "converge by site size (seconds)        servers      full   no-change",
+                  f"  the seed's site                      {size['seed']['servers']:>7}{size['seed']['full_converge_s']:>10}"
+                  f"{size['seed']['no_change_run_s']:>12}",
+                  f"  the lab's site                       {size['lab']['servers']:>7}{size['lab']['full_converge_s']:>10}"
+                  f"{size['lab']['no_change_run_s']:>12}",
+                  f"  each added server ({', '.join(size['added'])})".ljust(45)
+                  + f"{size['per_added_server_s']['full']:>10}{size['per_added_server_s']['no_change']:>12}"]
     if p.get("no_change_roles"):
         lines += ["", "no-change run, seconds per role (ansible.posix.profile_roles)"]
         lines += [f"  {role:<34}{took:>8}" for role, took in p["no_change_roles"].items()]

@@ -291,6 +291,7 @@ def load_inventory_hosts(inventory: str) -> tuple[list[dict], str]:
         hosts.append({
             "name": name, "image": hv["lab_image"], "address": hv.get("ansible_host"),
             "aliases": hv.get("lab_aliases", []), "publish": hv.get("lab_publish", []),
+            "extra_hosts": site_entries(hv.get("lab_site"), name),
         })
         if "lab_subnet" in hv:
             subnets.add(hv["lab_subnet"])
@@ -299,6 +300,19 @@ def load_inventory_hosts(inventory: str) -> tuple[list[dict], str]:
     if len(subnets) != 1:
         raise LabError(f"inventory {inventory} must set exactly one lab_subnet (found {sorted(subnets)})")
     return hosts, subnets.pop()
+
+
+def site_entries(site, host: str) -> list[list[str]]:
+    """The /etc/hosts entries [name, address] of lab_site ({address, names}): the site's names
+    at the address that floats between the load balancers. None gives none."""
+    if site is None:
+        return []
+    if not isinstance(site, dict) or not isinstance(site.get("names"), list) or not site.get("names"):
+        raise LabError(f"lab host '{host}': lab_site must be a mapping with an address and a list of names")
+    for name in site["names"]:
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", name):
+            raise LabError(f"lab host '{host}': lab_site.names: {name!r} is not a DNS name")
+    return [[name, str(site.get("address"))] for name in site["names"]]
 
 
 def rebase_hosts(hosts: list[dict], subnet: str, new_subnet: str) -> list[dict]:
@@ -315,8 +329,18 @@ def rebase_hosts(hosts: list[dict], subnet: str, new_subnet: str) -> list[dict]:
             offset = int(ipaddress.ip_address(host["address"])) - int(old.network_address)
         except (TypeError, ValueError):
             raise LabError(f"host {host.get('name')}: address {host.get('address')!r} is not an IP address") from None
-        moved.append(dict(host, address=str(new.network_address + offset)))
+        moved.append(dict(host, address=str(new.network_address + offset),
+                          extra_hosts=[[name, _moved(address, old, new)] for name, address in host.get("extra_hosts", [])]))
     return moved
+
+
+def _moved(address: str, old, new) -> str:
+    """An address of the old subnet at the same offset in the new one (others unchanged)."""
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # validate_hosts names it
+    return str(new.network_address + (int(addr) - int(old.network_address))) if addr in old else address
 
 
 def validate_hosts(hosts: list[dict], subnet: str) -> None:
@@ -344,6 +368,16 @@ def validate_hosts(hosts: list[dict], subnet: str) -> None:
         if addr in seen_addr:
             raise LabError(f"lab host '{name}': address {addr} is used twice")
         seen_addr.add(addr)
+    for host in hosts:
+        for name, address in host.get("extra_hosts", []):
+            try:
+                addr = ipaddress.ip_address(address)
+            except ValueError:
+                raise LabError(f"lab_site.address '{address}' (for {name}) is not an IP address") from None
+            if addr not in net or addr in (net.network_address, net.broadcast_address, next(net.hosts())):
+                raise LabError(f"lab_site.address {addr} is not a usable host address of {net}")
+            if addr in seen_addr:
+                raise LabError(f"lab_site.address {addr} is a lab host's address: the site's floats between hosts")
 
 
 def ensure_key(prefix: str) -> Path:
@@ -407,6 +441,8 @@ def start_host(prefix: str, network: str, host: dict, all_hosts: list[dict], pub
     for other in all_hosts:
         if other["name"] != host["name"]:
             cmd += ["--add-host", f"{other['name']}:{other['address']}"]
+    for name, address in host.get("extra_hosts", []):
+        cmd += ["--add-host", f"{name}:{address}"]
     if publish:
         for port in host.get("publish", []):
             cmd += ["-p", f"127.0.0.1:{int(port)}:{int(port)}"]
@@ -548,10 +584,11 @@ def cmd_info(args) -> None:
     cfg = STATE / args.prefix / "ssh" / "config"
     rel = os.path.relpath(cfg, Path.cwd())
     print("\nThe lab is up.")
-    lbs = [h for h in hosts if 443 in h.get("publish", [])]
-    for lb in lbs:
-        print(f"  site:   https://www.foobar.com/  (from this machine: curl --resolve "
-              f"www.foobar.com:443:127.0.0.1 https://www.foobar.com/ ; lb {lb['name']} publishes 80/443 on 127.0.0.1)")
+    for name, address in (hosts[0].get("extra_hosts") or [])[:1]:
+        print(f"  site:   https://{name}/ at {address}, the load balancers' floating address (from this machine: "
+              f"curl --resolve {name}:443:{address} https://{name}/)")
+    for lb in [h for h in hosts if 443 in h.get("publish", [])]:
+        print(f"  {lb['name']} publishes 80/443 on 127.0.0.1 of this machine")
     for host in hosts:
         print(f"  {host['name']:<8} {host['address']:<15} ssh -F {rel} {host['name']}"
               f"   |   docker exec -it {container_name(args.prefix, host['name'])} bash")

@@ -49,7 +49,8 @@ INVENTORY = {
         "vars": {"infra_admin_networks": ["192.0.2.0/24"], "ansible_python_interpreter": sys.executable},
         "children": {
             "servers": {"children": {
-                "loadbalancers": {"hosts": {"lb-01": {"ansible_host": "10.0.0.10"}}},
+                "loadbalancers": {"hosts": {"lb-01": {"ansible_host": "10.0.0.10"}, "lb-02": {"ansible_host": "10.0.0.9"}},
+                                  "vars": {"keepalived_vip": "10.0.0.5/24"}},
                 "webservers": {"hosts": {"web-01": {"ansible_host": "10.0.0.11"},
                                          "web-02": {"ansible_host": "10.0.0.12"},
                                          "web-03": {"ansible_host": "10.0.0.13"}}},
@@ -136,7 +137,9 @@ def test_every_load_balancer_and_web_server_is_probed(rendered):
     config = yaml.safe_load((rendered / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     site = [(t["labels"]["instance"], target) for t in jobs["blackbox_site"]["static_configs"] for target in t["targets"]]
-    assert site == [("lb-01", "https://10.0.0.10/")]
+    # Through each load balancer, and at their floating address (what visitors reach).
+    assert site == [("lb-01", "https://10.0.0.10/"), ("lb-02", "https://10.0.0.9/"),
+                    ("floating-address", "https://10.0.0.5/")]
     internal = {t["labels"]["instance"]: (t["targets"], t["labels"]["__param_module"])
                 for t in jobs["blackbox_internal"]["static_configs"]}
     assert internal == {f"web-0{i}": ([f"https://10.0.0.1{i}:443/healthz"], f"internal_https_web-0{i}") for i in (1, 2, 3)}

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").is_file())
 # site.yml's preflight order (nginx first: it publishes what the load balancers size from), then
 # the roles of the other playbooks (a variable's owner before the roles that read it).
-ORDER = ["nginx", "common", "firewall", "pki", "haproxy", "certbot", "mysql", "exporters", "sumologic", "rsyslog",
+ORDER = ["nginx", "common", "firewall", "pki", "haproxy", "keepalived", "certbot", "mysql", "exporters", "sumologic", "rsyslog",
          "backup", "prometheus", "rolling_update"]
-LB_ROLES = {"haproxy", "certbot"}
+LB_ROLES = {"haproxy", "keepalived", "certbot"}
 INTERNAL = ("object has no element", "Traceback", "AnsibleUndefined", "is undefined", "has no attribute",
             "_AnsibleLazyTemplate", "unexpected templating type", "Unexpected failure", "NoneType")
 ANSIBLE_PLAYBOOK = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
@@ -168,7 +168,7 @@ def all_cases():
 
 
 def inventory(tmp_path):
-    groups = {"loadbalancers": {"hosts": {"lb-01": None}}, "webservers": {"hosts": {"web-01": None, "web-02": None}},
+    groups = {"loadbalancers": {"hosts": {"lb-01": None, "lb-02": {"ansible_host": "127.0.0.2"}}}, "webservers": {"hosts": {"web-01": None, "web-02": None}},
               "db_primary": {"hosts": {"web-01": None}}, "db_replica": {"hosts": {"web-02": None}},
               "monitoring": {"hosts": {"monitor": None}}, "logging": {"hosts": {"monitor": None}},
               "backups": {"hosts": {"monitor": None}},
@@ -177,7 +177,8 @@ def inventory(tmp_path):
                  "common_admin_authorized_keys": [KEY], "pki_ca_passphrase": "a-test-passphrase",
                  "mysql_replication_password": "a-test-password", "mysql_app_password": "another-test-password",
                  "sumologic_install": False, "sumologic_mysql_password": "a-third-test-password",
-                 "exporters_listen_address": "192.0.2.1"}
+                 "exporters_listen_address": "192.0.2.1",
+                 "keepalived_vip": "127.0.0.100/8", "keepalived_password": "walk"}
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"vars": variables, "children": groups}}))
     return path

@@ -171,10 +171,17 @@ def test_old_settings_of_the_curve_are_the_variables_the_roles_declare():
 def test_lab_topology_is_read_from_the_inventory_and_the_site_group_vars(lab_topology):
     topo = dict(lab_topology)
     assert topo.pop("backup_vars")["ansible_host"] == "172.30.10.40"
-    assert topo == {"servers": ["lb-01", "web-01", "web-02"], "lab_subnet": "172.30.10.0/24",
-                    "site": "www.foobar.com", "lb": "lb-01", "web": "web-01", "web_address": "172.30.30.11",
-                    "client": "client", "client_address": "172.30.30.30",
-                    "db_primary": "web-01", "db_hosts": ["web-01", "web-02"], "backup_host": "monitor"}
+    # What the lab inventory holds, read by Ansible itself (not by the bench's reader).
+    from ansible.inventory.manager import InventoryManager  # pylint: disable=import-outside-toplevel
+    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
+    manager = InventoryManager(loader=DataLoader(), sources=[str(bench.LAB_INVENTORY)])
+    group = {name: [h.name for h in manager.groups[name].get_hosts()] for name in manager.groups}
+    servers = list(dict.fromkeys(h for g in ("loadbalancers", "webservers", "db_primary", "db_replica") for h in group[g]))
+    assert topo == {"servers": servers, "lab_subnet": "172.30.10.0/24",
+                    "site": "www.foobar.com", "lb": group["loadbalancers"][0], "web": group["webservers"][0],
+                    "web_address": "172.30.30.11", "client": "client", "client_address": "172.30.30.30",
+                    "db_primary": group["db_primary"][0], "db_hosts": group["db_primary"] + group["db_replica"],
+                    "backup_host": group["backups"][0]}
 
 
 SITE = {"lab_subnet": "10.20.0.0/24", "infra_site_name": "shop.example.org",
@@ -320,3 +327,36 @@ def test_backup_lab_sql_quotes_the_query_for_the_shell():
                            "web-01", "monitor", "/var/backups/infra-db")
     assert lab.sql("SELECT 'x'") == [["a", "b"]]
     assert seen == [("web-01", "mariadb -N -B -e 'SELECT '\"'\"'x'\"'\"''")]
+
+
+def test_the_seed_site_keeps_the_first_load_balancer_and_the_database_web_servers():
+    hosts = yaml.safe_load((bench.LAB_INVENTORY / "hosts.yml").read_text())
+    cut, dropped = bench.seed_site(hosts)
+    groups = bench._groups(cut["all"])  # pylint: disable=protected-access
+    members = {name: sorted(node.get("hosts") or {}) for name, node in groups.items()}
+    assert members["loadbalancers"] == ["lb-01"]
+    assert members["webservers"] == ["web-01", "web-02"]
+    assert sorted(dropped) == ["lb-02", "web-03"]
+    assert "lb-02" in str(hosts), "the lab inventory itself is left alone"
+    # The site's names lead to the one load balancer's own address: no floating address.
+    assert cut["all"]["vars"]["lab_site"]["address"] == groups["loadbalancers"]["hosts"]["lb-01"]["ansible_host"]
+    assert members["lab_support"] == sorted(bench._groups(hosts["all"])["lab_support"]["hosts"])  # pylint: disable=protected-access
+
+
+def test_the_seed_site_of_a_seed_inventory_is_refused():
+    hosts = {"all": {"children": {"loadbalancers": {"hosts": {"lb-01": {"ansible_host": "10.0.0.10"}}},
+                                  "webservers": {"hosts": {"web-01": None}}, "db_primary": {"hosts": {"web-01": None}}}}}
+    with pytest.raises(bench_report.BenchError, match="nothing to compare"):
+        bench.seed_site(hosts)
+
+
+def test_the_report_shows_what_each_added_server_costs():
+    figures = {"playbook": {"full_converge_s": 300.0, "no_change_run_s": 120.0, "certs_run_s": 10.0, "apt_floor_s": 30.0,
+                            "changed": {"no_change": {}}, "ratios": {},
+                            "by_size": {"seed": {"servers": 3, "full_converge_s": 240.0, "no_change_run_s": 100.0},
+                                        "lab": {"servers": 5, "full_converge_s": 300.0, "no_change_run_s": 120.0},
+                                        "added": ["lb-02", "web-03"],
+                                        "per_added_server_s": {"full": 30.0, "no_change": 10.0}}},
+               "serving": {"runs": {}, "tunings": []}}
+    text = bench_report.report(figures)
+    assert "each added server (lb-02, web-03)" in text and "30.0" in text and "10.0" in text

@@ -95,6 +95,22 @@ def test_iptables_rendering_default_deny_and_one_accept_per_rule():
     assert "-p ipv6-icmp -j ACCEPT" in six and "fd00:30::10/128" in six and "172.30" not in six
 
 
+def test_vrrp_between_the_load_balancers_is_one_portless_rule_per_peer_and_protocol_112():
+    groups = dict(GROUPS, loadbalancers=["lb-01", "lb-02"], all=GROUPS["all"] + ["lb-02"])
+    hostvars = dict(HOSTVARS, **{"lb-02": {"ansible_host": "172.30.10.9"}})
+    policy = POLICY + [{"name": "vrrp", "from": "loadbalancers", "to": "loadbalancers", "proto": "VRRP"}]
+    assert firewall_check_flows(policy, groups)[-1]["ports"] == []
+    rules = firewall_host_rules(policy, "lb-02", groups, hostvars)
+    vrrp = [r for r in rules if r["proto"] == "vrrp"]
+    # From every node of the group (the compiler keeps a host's own address, as for every flow).
+    assert vrrp == [{"family": 4, "proto": "vrrp", "port": "", "source": "172.30.10.9/32", "flows": ["vrrp"]},
+                    {"family": 4, "proto": "vrrp", "port": "", "source": "172.30.10.10/32", "flows": ["vrrp"]},
+                    {"family": 6, "proto": "vrrp", "port": "", "source": "fd00:30::10/128", "flows": ["vrrp"]}]
+    assert '-A INPUT -p 112 -s 172.30.10.10/32 -m comment --comment "vrrp" -j ACCEPT' in firewall_iptables(rules, 4)
+    assert '-A INPUT -p 112 -s fd00:30::10/128 -m comment --comment "vrrp" -j ACCEPT' in firewall_iptables(rules, 6)
+    assert not [r for r in firewall_host_rules(policy, "web-01", groups, hostvars) if r["proto"] == "vrrp"]
+
+
 @pytest.mark.parametrize("flow, message", [
     ({"name": "x", "from": "any", "to": "nosuchgroup", "ports": [80]}, "flow 'x': to: unknown group or host 'nosuchgroup'"),
     ({"name": "x", "from": "ghost", "to": "webservers", "ports": [80]}, "flow 'x': from: unknown group or host 'ghost'"),
@@ -104,6 +120,8 @@ def test_iptables_rendering_default_deny_and_one_accept_per_rule():
     ({"name": "x", "from": "any", "to": "webservers", "ports": ["90:80"]}, "range 90:80 runs backwards"),
     ({"name": "x", "from": "any", "to": "webservers", "ports": []}, "flow 'x': ports: at least one port"),
     ({"name": "x", "from": "any", "to": "webservers", "ports": [80], "proto": "sctp"}, "unknown protocol 'sctp'"),
+    ({"name": "x", "from": "webservers", "to": "webservers", "ports": [112], "proto": "vrrp"},
+     "flow 'x': ports: vrrp has no ports (leave ports out)"),
     ({"name": "x", "from": "10.0.0.300/8", "to": "webservers", "ports": [80]}, "invalid CIDR '10.0.0.300/8'"),
     ({"name": "x", "from": "10.0.0.0/33", "to": "webservers", "ports": [80]}, "invalid CIDR '10.0.0.0/33'"),
     ({"name": "x", "from": "any", "ports": [80]}, "flow 'x': to: a flow needs a destination"),
@@ -152,7 +170,7 @@ def test_filters_are_registered():
     assert not compiler & ufw
     assert compiler | ufw == {"firewall_check_flows", "firewall_host_rules",
                                              "firewall_iptables", "firewall_ufw_rules",
-                                             "firewall_ufw_state", "firewall_ufw_changes"}
+                                             "firewall_ufw_state", "firewall_ufw_changes", "firewall_ufw_before_rules"}
 
 
 # --- properties ---------------------------------------------------------------------------

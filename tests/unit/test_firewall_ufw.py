@@ -5,7 +5,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from firewall import firewall_host_rules
-from firewall_ufw import firewall_ufw_changes, firewall_ufw_rules, firewall_ufw_state
+from firewall_ufw import firewall_ufw_before_rules, firewall_ufw_changes, firewall_ufw_rules, firewall_ufw_state
 from test_firewall import GROUPS, HOSTVARS, POLICY
 
 
@@ -88,3 +88,22 @@ def test_ufw_changes_reject_bad_input(state, defaults, message):
         firewall_ufw_changes(state, [], defaults)
     with pytest.raises(AnsibleFilterError, match="ufw state must be text"):
         firewall_ufw_state(None)
+
+
+VRRP = POLICY + [{"name": "vrrp", "from": "loadbalancers", "to": "loadbalancers", "proto": "vrrp"}]
+
+
+def test_vrrp_goes_to_ufw_before_rules_not_to_its_commands():
+    rules = firewall_host_rules(VRRP, "lb-01", GROUPS, HOSTVARS)
+    assert not [r for r in firewall_ufw_rules(rules) if r["proto"] == "vrrp"]
+    assert firewall_ufw_before_rules(rules, 4) == [
+        '-A ufw-before-input -p 112 -s 172.30.10.10/32 -m comment --comment "vrrp" -j ACCEPT']
+    assert firewall_ufw_before_rules(rules, 6) == [
+        '-A ufw6-before-input -p 112 -s fd00:30::10/128 -m comment --comment "vrrp" -j ACCEPT']
+    # A host no vrrp flow reaches has no such lines (the role then removes its block).
+    assert firewall_ufw_before_rules(firewall_host_rules(VRRP, "web-01", GROUPS, HOSTVARS), 4) == []
+
+
+def test_ufw_before_rules_refuse_an_unknown_family():
+    with pytest.raises(AnsibleFilterError, match="family must be 4 or 6"):
+        firewall_ufw_before_rules([], 5)

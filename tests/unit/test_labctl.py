@@ -58,11 +58,48 @@ def test_lab_inventory_describes_diverse_hosts():
     hosts, subnet = labctl.load_inventory_hosts(str(ROOT / "inventory" / "lab"))
     by_name = {h["name"]: h for h in hosts}
     assert subnet == "172.30.10.0/24"
-    assert {"lb-01", "web-01", "web-02", "acme", "client"} <= set(by_name)
+    assert {"lb-01", "lb-02", "web-01", "web-02", "web-03", "acme", "client"} <= set(by_name)
     assert by_name["web-02"]["image"] == "debian13"
     assert by_name["web-01"]["image"] == "debian12"
-    assert by_name["lb-01"]["publish"] == [80, 443]
+    assert {by_name["lb-01"]["image"], by_name["lb-02"]["image"]} == {"debian12", "debian13"}
+    # Every container resolves the site's names to the floating address, no host's own.
+    assert {tuple(h["extra_hosts"][0]) for h in hosts} == {("www.foobar.com", "172.30.10.5")}
     labctl.validate_hosts(hosts, subnet)
+
+
+def test_site_address_moves_with_the_hosts_and_is_checked():
+    site = {"address": "172.30.10.5", "names": ["www.foobar.com"]}
+    hosts = [dict(host(), extra_hosts=labctl.site_entries(site, "web-01"))]
+    moved = labctl.rebase_hosts(hosts, "172.30.10.0/24", "172.30.20.0/24")
+    assert moved[0]["extra_hosts"] == [["www.foobar.com", "172.30.20.5"]]
+    with pytest.raises(labctl.LabError, match="lab_site.address 172.30.10.11 is a lab host's address"):
+        labctl.validate_hosts([dict(host(), extra_hosts=[["www.foobar.com", "172.30.10.11"]])], "172.30.10.0/24")
+    with pytest.raises(labctl.LabError, match="lab_site.address 10.0.0.5 is not a usable host address"):
+        labctl.validate_hosts([dict(host(), extra_hosts=[["www.foobar.com", "10.0.0.5"]])], "172.30.10.0/24")
+    with pytest.raises(labctl.LabError, match="lab_site.names: 'Bad_Name'"):
+        labctl.site_entries({"address": "172.30.10.5", "names": ["Bad_Name"]}, "web-01")
+    with pytest.raises(labctl.LabError, match="lab_site must be a mapping"):
+        labctl.site_entries(["172.30.10.5"], "web-01")
+
+
+def test_scenarios_float_the_site_address_labctl_moves():
+    """Each scenario's keepalived_vip (.config/molecule/config.yml, from its subnet) is the lab's
+    site address where labctl moves it: the names every container resolves answer there."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    from jinja2 import Environment  # pylint: disable=import-outside-toplevel
+
+    hosts, subnet = labctl.load_inventory_hosts(str(ROOT / "inventory" / "lab"))
+    expression = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())[
+        "provisioner"]["inventory"]["group_vars"]["all"]["keepalived_vip"]
+    env = Environment()
+    env.globals["lookup"] = lambda kind, name: scenario_subnet
+    env.filters["regex_replace"] = lambda value, pattern, repl: __import__("re").sub(pattern, repl, value)
+    for scenario in ("default", "iptables"):
+        spec = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
+        scenario_subnet = spec["provisioner"]["env"]["MOLECULE_LAB_SUBNET"]
+        moved = labctl.rebase_hosts(hosts, subnet, scenario_subnet)
+        vip = env.from_string(expression.replace("$$", "$")).render()
+        assert vip == moved[0]["extra_hosts"][0][1] + "/24", scenario
 
 
 def fake_bin(tmp_path, name, script):

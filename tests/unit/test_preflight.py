@@ -19,9 +19,11 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuvKFA0l0F/gFg6Aza2KHf2+ZquHWQpzKajg
 ANSIBLE_PLAYBOOK = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
 
 
-def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_replica=("web-02",)):
+def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_replica=("web-02",),
+              loadbalancers=("lb-01", "lb-02")):
     groups = {
-        "loadbalancers": {"hosts": {"lb-01": None}},
+        # The pair floats keepalived_vip: lb-02 on a loopback address of its own.
+        "loadbalancers": {"hosts": {lb: {"ansible_host": f"127.0.0.{n}"} for n, lb in enumerate(loadbalancers, 1)}},
         "webservers": {"hosts": {"web-01": None, "web-02": None}},
         "db_primary": {"hosts": dict.fromkeys(db_primary)},
         "db_replica": {"hosts": dict.fromkeys(db_replica)},
@@ -41,7 +43,8 @@ def inventory(tmp_path, drop=None, extra_vars=None, db_primary=("web-01",), db_r
                  "sumologic_install": False, "sumologic_mysql_password": "a-third-test-password",
                  "exporters_listen_address": "192.0.2.1",
                  "backup_age_recipients": ["age1y4zqa7scdcmrruaq7z5q2rhytcf94mpukkfrlwh5s2x0j0z8ug3sgw4hxc"],
-                 "backup_binlog_password": "a-fourth-test-password"}
+                 "backup_binlog_password": "a-fourth-test-password",
+                 "keepalived_vip": "127.0.0.100/8", "keepalived_password": "a-5th-pw"}
     variables.update(extra_vars or {})
     path = tmp_path / "inventory.yml"
     path.write_text(yaml.safe_dump({"all": {"vars": variables, "children": groups}}))
@@ -75,8 +78,8 @@ def test_preflight_collects_each_hosts_packages_for_one_transaction(tmp_path):
     base = set(defaults["common_packages"]) | {"chrony", "unattended-upgrades", "apt-listchanges"}
     per_host = {host: sorted(set(packages) - base) for host, packages in per_host.items()
                 if base <= set(packages)}
-    assert per_host["lb-01"] == ["certbot", "haproxy", "prometheus-node-exporter", "python3-cryptography", "rsyslog",
-                                 "rsyslog-gnutls"]
+    assert per_host["lb-01"] == ["certbot", "haproxy", "keepalived", "prometheus-node-exporter",
+                                 "python3-cryptography", "rsyslog", "rsyslog-gnutls"]
     # web-01: nginx, the database (MariaDB by default), its backup tools (mariadb-backup, zstd,
     # age) and three exporters; iptables-persistent is not collected (its role answers debconf
     # first), ufw is not wanted with iptables.
@@ -137,6 +140,20 @@ def test_an_empty_log_or_backup_group_is_named(tmp_path, group, variable):
     assert rc != 0, out
     assert f"{variable}: got '{group}', expected an inventory group with hosts" in " ".join(out.split()), out
     assert "UNREACHABLE" not in out
+
+
+def test_a_floating_address_needs_a_peer(tmp_path):
+    """keepalived_vip set with one load balancer: refused, naming the variable, no host touched."""
+    rc, out = playbook(inventory(tmp_path, loadbalancers=("lb-01",)), "--tags", "preflight")
+    assert rc != 0
+    assert "a VRRP pair needs at least two load balancers" in out and "keepalived_vip" in out, out[-2000:]
+    assert "UNREACHABLE" not in out
+
+
+def test_one_load_balancer_without_a_floating_address_is_valid(tmp_path):
+    rc, out = playbook(inventory(tmp_path, loadbalancers=("lb-01",), extra_vars={"keepalived_vip": ""}),
+                       "--tags", "preflight")
+    assert rc == 0, out[-3000:]
 
 
 def test_an_empty_monitoring_group_is_valid(tmp_path):

@@ -1,24 +1,20 @@
-"""site.yml's preflight and its plays agree on which roles run where.
-
-The preflight validates each server's roles and collects their packages from one map
-(`infra_site_roles`); the plays then run those roles. A role added to a play but not to the
-map would skip its validation and the package transaction: these tests fail first.
+"""site.yml's preflight reads which roles run where from the plays themselves (filter
+infra_site_roles): a role added to a play is validated and its packages collected with no
+second list to keep. These tests hold the plays to what the filter reads, and the filter to them.
 """
 
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible.errors import AnsibleFilterError
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "filter_plugins"))
+from site_roles import infra_site_roles  # noqa: E402  pylint: disable=wrong-import-position
+
 SITE = yaml.safe_load((ROOT / "site.yml").read_text())
-
-
-def preflight_map():
-    """The preflight's {role: host pattern}."""
-    plays = [p for p in SITE if "infra_site_roles" in p.get("vars", {})]
-    assert len(plays) == 1, "exactly one preflight play declares infra_site_roles"
-    return plays[0]["vars"]["infra_site_roles"]
 
 
 def played_roles():
@@ -32,16 +28,35 @@ def played_roles():
     return found
 
 
-def test_preflight_map_and_plays_agree():
-    assert preflight_map() == played_roles()
+def test_each_group_gets_the_roles_of_its_plays_in_play_order():
+    assert infra_site_roles(SITE, ["loadbalancers", "servers"]) == [
+        "common", "firewall", "pki", "haproxy", "keepalived", "exporters", "sumologic", "rsyslog", "certbot"]
+    assert infra_site_roles(SITE, ["db_replica", "webservers", "servers"]) == [
+        "common", "firewall", "pki", "mysql", "nginx", "exporters", "sumologic", "rsyslog", "backup"]
+    assert infra_site_roles(SITE, ["backups", "monitoring"]) == []
 
 
-def test_plays_after_the_preflight_run_on_unions_of_groups():
-    for play in SITE:
-        if play.get("roles"):
-            for part in play["hosts"].split(":"):
-                assert part and part[0] not in "&!" and "*" not in part, (
-                    f"play '{play['name']}': the preflight reads host patterns as unions of groups only")
+def test_every_played_role_is_read_for_some_group():
+    groups = {part for pattern in played_roles().values() for part in pattern.split(":")}
+    assert set(infra_site_roles(SITE, sorted(groups))) == set(played_roles())
+
+
+@pytest.mark.parametrize("plays, message", [
+    ([{"name": "web", "hosts": "webservers:!db_primary", "roles": ["nginx"]}], "play 1 ('web'): hosts 'webservers:!db_primary'"),
+    ([{"name": "web", "hosts": "web*", "roles": ["nginx"]}], "must be a union of groups"),
+    ([{"name": "web", "hosts": "webservers", "roles": [{"tags": ["x"]}]}], "a role entry names no role"),
+    ([{"name": "web", "roles": ["nginx"]}], "hosts must be a host pattern"),
+    ({"hosts": "all"}, "a list of plays"),
+])
+def test_a_play_the_preflight_cannot_read_is_named(plays, message):
+    with pytest.raises(AnsibleFilterError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        infra_site_roles(plays, ["webservers"])
+
+
+def test_templated_patterns_and_plays_without_roles_are_left_out():
+    plays = [{"hosts": "servers", "tasks": []}, {"hosts": "{{ backup_host_group }}", "roles": ["backup"]},
+             {"hosts": "a:b", "roles": [{"role": "x"}, "y", "x"]}]
+    assert infra_site_roles(plays, ["b", "servers"]) == ["x", "y"]
 
 
 @pytest.mark.parametrize("role", sorted(played_roles()))
@@ -55,11 +70,11 @@ def test_every_role_has_the_preflight_contract(role):
 @pytest.mark.parametrize("inventory", sorted(p.name for p in (ROOT / "inventory").iterdir() if p.is_dir()))
 def test_preflight_play_covers_every_host_a_play_configures(inventory):
     """In each shipped inventory, the preflight's hosts include every host of every play."""
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
+    from ansible.inventory.manager import InventoryManager  # pylint: disable=import-outside-toplevel
+    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
 
     manager = InventoryManager(loader=DataLoader(), sources=[str(ROOT / "inventory" / inventory)])
-    preflight = [p for p in SITE if "infra_site_roles" in p.get("vars", {})][0]
+    preflight = [p for p in SITE if "infra_roles_by_host" in p.get("vars", {})][0]
     checked = {h.name for h in manager.get_hosts(preflight["hosts"])}
     for role, pattern in played_roles().items():
         configured = {h.name for h in manager.get_hosts(pattern)}

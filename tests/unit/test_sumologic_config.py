@@ -44,8 +44,19 @@ ENV_REF = re.compile(r"^\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}$")
 # Where systemd-journald keeps the system journal: persistent and volatile.
 JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
 HOST_GROUPS = ("loadbalancers", "webservers", "databases", "servers")
-# The lab inventory's hosts, one of each kind: load balancer, web server + primary, web server + replica.
-LAB_HOSTS = ("lb-01", "web-01", "web-02")
+
+
+def lab_groups():
+    """{server: its groups} of the lab inventory (read by Ansible), the hosts the role renders for."""
+    from ansible.inventory.manager import InventoryManager  # pylint: disable=import-outside-toplevel
+    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
+    manager = InventoryManager(loader=DataLoader(), sources=[str(ROOT / "inventory" / "lab")])
+    return {host.name: {group.name for group in host.get_groups()} for host in manager.get_hosts("servers")}
+
+
+# The lab inventory's servers: load balancers, web servers, and web servers that hold a database.
+LAB_GROUPS = lab_groups()
+LAB_HOSTS = tuple(sorted(LAB_GROUPS))
 
 
 # --- The vendor's package, as the fixtures record it -----------------------------------------
@@ -354,14 +365,19 @@ def test_each_host_collects_its_sources_with_the_documented_categories(rendered,
     categories = {attribute["value"] for settings in merged["processors"].values()
                   for attribute in settings["attributes"] if attribute["key"] == "_sourceCategory"}
     receivers = {name.split("/", 1)[0] for name in merged["receivers"]}
-    if host == "lb-01":
+    groups = LAB_GROUPS[host]
+    if "loadbalancers" in groups:
         expected = {"loadbalancers/host", "loadbalancers/auth", "loadbalancers/haproxy/metrics",
                     "loadbalancers/haproxy/access"}
-        assert receivers == {"hostmetrics", "journald", "haproxy", "filelog"}
+        wanted = {"hostmetrics", "journald", "haproxy", "filelog"}
     else:
         expected = {"webservers/host", "webservers/auth", "webservers/nginx/metrics", "webservers/nginx/access",
-                    "webservers/nginx/error", "databases/mysql/metrics", "databases/mysql/error"}
-        assert receivers == {"hostmetrics", "journald", "nginx", "filelog", "mysql"}
+                    "webservers/nginx/error"}
+        wanted = {"hostmetrics", "journald", "nginx", "filelog"}
+    if groups & {"db_primary", "db_replica"}:
+        expected |= {"databases/mysql/metrics", "databases/mysql/error"}
+        wanted |= {"mysql"}
+    assert receivers == wanted
     assert categories == {f"{prefix}/{category}" for category in expected}
     extension = merged["extensions"]["sumologic"]
     assert extension["installation_token"] == "${env:SUMOLOGIC_INSTALLATION_TOKEN}"
@@ -442,7 +458,7 @@ MUTATIONS = [break_unknown_receiver, break_undefined_processor, break_haproxy_ht
 
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.__name__.removeprefix("break_"))
 def test_the_checker_refuses_a_broken_configuration(rendered, mutation):
-    files = parsed(rendered["lb-01"])
+    files = parsed(rendered[next(h for h in LAB_HOSTS if "loadbalancers" in LAB_GROUPS[h])])
     expected = mutation(files)
     problems = check(files, vendor_base(), builtin_types(), lab_prefix(),
                      secrets=(TOKEN, MYSQL_PASSWORD), env_vars=env_file_variables())

@@ -98,6 +98,58 @@ def playbook(*args, path="site.yml", inventory=None):
                           text=True, timeout=900, check=False)
 
 
+def certbot_issuer():
+    """The load balancer whose certbot asks the CA: the inventory's certbot_issuer, else the
+    group's first in inventory order (the role's default)."""
+    listed = json.loads(subprocess.run(["ansible-inventory", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--list"],
+                                       capture_output=True, text=True, check=True, timeout=120).stdout)
+    first = listed["loadbalancers"]["hosts"][0]
+    return listed["_meta"]["hostvars"].get(first, {}).get("certbot_issuer", first)
+
+
+def site_address(client):
+    """The address the site's name leads a client to: the load balancers' floating address."""
+    return client.check_output(f"getent hosts {SITE}").split()[0]
+
+
+def holders(site_ip, skip=()):
+    """The load balancers that hold an address (ip addr); those in `skip` (a killed one) not asked."""
+    return [name for name in names_of("loadbalancers")
+            if name not in skip and f" {site_ip}/" in get(name).check_output("ip -o -4 addr show")]
+
+
+def wait_for(check, seconds, what, pause=0.5):
+    """check() until it returns something true; (its value, seconds it took); fails naming `what`."""
+    started = time.time()
+    while True:
+        got = check()
+        if got or time.time() - started > seconds:
+            break
+        time.sleep(pause)
+    assert got, f"not within {seconds} s: {what}"
+    return got, time.time() - started
+
+
+def move_site_address(site_ip, to):
+    """Put the floating address on load balancer `to`: keepalived restarted where it is, so a
+    peer takes it (nopreempt: the restarted node does not take it back)."""
+    for _ in range(len(names_of("loadbalancers"))):
+        held = holders(site_ip)
+        if held == [to]:
+            return
+        for name in held:
+            with get(name).sudo():
+                get(name).run_test("systemctl restart keepalived")
+        wait_for(lambda: holders(site_ip) not in ([], held), 15, f"a peer takes {site_ip} from {held}", 0.2)
+    assert holders(site_ip) == [to], f"the site's address {site_ip} stays on {holders(site_ip)}, not {to}"
+
+
+def serial_at(client, at):
+    """The serial of the site's certificate as a load balancer's address (or the site's) serves it."""
+    return client.check_output(f"echo | openssl s_client -connect {at}:443 -servername {SITE} 2>/dev/null "
+                               "| openssl x509 -noout -serial")
+
+
 def recap(run):
     """{host: changed count} from a playbook run's recap."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
@@ -120,6 +172,14 @@ def replica_threads_run(server):
     with server.sudo():
         status = server.check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
     return "Slave_IO_Running: Yes" in status and "Slave_SQL_Running: Yes" in status
+
+
+def reachable(server):
+    """Whether a fresh command gets through to the server (it may be rebooting)."""
+    try:
+        return server.run("true").rc == 0
+    except Exception:  # pylint: disable=broad-except  (the connection itself fails while it reboots)
+        return False
 
 
 def docker(*args):
@@ -174,7 +234,7 @@ class Load:
 
 
 def record_drill(name, figures):
-    """Keep a drill's figures in .cache/drills-<scenario prefix>.json (`make drills` prints them)."""
+    """Keep a drill's figures in .cache/drills-<scenario prefix>.json (`make molecule` and `make test` print them)."""
     path = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / \
         f"drills-{os.environ.get('MOLECULE_LAB_PREFIX', 'mol')}.json"
     path.parent.mkdir(exist_ok=True)
@@ -184,10 +244,10 @@ def record_drill(name, figures):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "drill(first=False, last=False): disruptive test (scenario drills), after all "
+    config.addinivalue_line("markers", "drill(first=False, last=False): disruptive test, after all "
                                        "the others; first=True: before the other drills; last=True: after them")
     config.addinivalue_line("markers", "firewall: what the firewall backend changes (the traffic matrix): the default "
-                                       "scenario (ufw) and the drills scenario (iptables) both run it")
+                                       "scenario (ufw) and the iptables scenario both run it")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -11,7 +11,7 @@ import re
 import sys
 import time
 
-from conftest import SITE
+from conftest import SITE, holders, site_address
 
 sys.path.insert(0, os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."), "lab"))
 import bench  # noqa: E402  pylint: disable=wrong-import-position
@@ -128,9 +128,12 @@ def wrk(host, connections, duration, *, close=False, timeout=10, url=SITE_URL, t
 
 
 def lb_behind_site(client, lbs):
-    """The load balancer the site's name leads the client to (one of `lbs`: {name: host})."""
-    address = client.check_output(f"getent hosts {SITE_URL.split('/')[2].split(':')[0]}").split()[0]
+    """The load balancer the site's name leads the client to (one of `lbs`: {name: host}): the one
+    whose address it is, or the one holding it (the load balancers' floating address)."""
+    address = site_address(client)
     for name, lb in lbs.items():
         if lb.ansible.get_variables()["ansible_host"] == address:
             return name, lb
-    raise AssertionError(f"{SITE_URL} leads to {address}, which is no load balancer of the inventory")
+    held = [name for name in holders(address) if name in lbs]
+    assert len(held) == 1, f"{SITE_URL} leads to {address}, held by {held or 'no load balancer'}"
+    return held[0], lbs[held[0]]

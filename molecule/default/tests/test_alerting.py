@@ -80,8 +80,16 @@ def probes(host, job):
     return {labels["instance"]: value for labels, value in promql(host, f'probe_success{{job="{job}"}}')}
 
 
+def site_probes():
+    """The site probe's instances: each load balancer, and their floating address when they have
+    one (instance floating-address: what visitors reach)."""
+    lbs = sorted(names_of("loadbalancers"))
+    return lbs + (["floating-address"] if get(lbs[0]).ansible.get_variables().get("keepalived_vip") else [])
+
+
 def test_the_site_answers_through_every_load_balancer_with_a_valid_certificate(host):
-    lbs = set(names_of("loadbalancers"))
+    """Through each load balancer's own address, and at their floating address."""
+    lbs = set(site_probes())
     eventually(lambda: all(probes(host, "blackbox_site").get(lb) == 1 for lb in lbs), 90,
                f"probe_success 1 for the site through each of {sorted(lbs)}: {probes(host, 'blackbox_site')}")
     expiry = {labels["instance"]: value for labels, value in promql(
@@ -356,7 +364,7 @@ def test_a_certificate_near_expiry_is_told_and_so_is_its_end(host):
     with playbooks/monitoring.yml as an operator would; the run with the inventory's thresholds
     ends it. This proves the rule, the probe's expiry and the notification, not a real
     certificate's ageing."""
-    lbs = sorted(names_of("loadbalancers"))
+    lbs = site_probes()
     left = {labels["instance"]: value for labels, value in promql(
         host, 'probe_ssl_earliest_cert_expiry{job="blackbox_site"} - time()')}
     assert set(left) == set(lbs), left

@@ -19,10 +19,11 @@ import pytest
 import yaml
 
 from conftest import (Load, SERVED_BY, SERVER_GROUPS, SITE, container, docker, get, names_of, playbook, record_drill,
-                      replica_threads_run)
+                      reachable, replica_threads_run, wait_for)
 
 pytestmark = pytest.mark.drill
 testinfra_hosts = ["ansible://client"]
+
 
 @pytest.fixture
 def steady_load(host):
@@ -36,15 +37,6 @@ def steady_load(host):
             return {code: codes.count(code) for code in set(codes)}
         return finish
     return start
-
-
-def wait_until(check, seconds, what):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    pytest.fail(f"not within {seconds} s: {what}")
 
 
 def serving_hosts(client, count=20):
@@ -64,20 +56,12 @@ def test_a_web_servers_container_killed_under_load_costs_no_request(host, steady
         survivors = serving_hosts(host)
     finally:
         docker("start", container(web))
-    wait_until(lambda: web in serving_hosts(host, 10), 120, f"{web} serving again after a start")
+    wait_for(lambda: web in serving_hosts(host, 10), 120, f"{web} serving again after a start")
     failed = sum(n for c, n in counts.items() if c != "200")
     record_drill("web container killed under load", {"requests": sum(counts.values()), "failed": failed,
                                                "serving_again_after_start_s": round(time.time() - killed, 1)})
     assert failed == 0 and counts.get("200", 0) > 20, counts
     assert survivors == webs - {web}
-
-
-def reachable(server):
-    """Whether a fresh command gets through to the server (it may be rebooting)."""
-    try:
-        return server.run("true").rc == 0
-    except Exception:  # pylint: disable=broad-except  (the connection itself fails while it reboots)
-        return False
 
 
 def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
@@ -88,7 +72,7 @@ def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
     started = time.time()
     docker("restart", "--time", "5", container(web))
     time.sleep(5)
-    wait_until(lambda: reachable(server), 120, f"{web} answering SSH again")
+    wait_for(lambda: reachable(server), 120, f"{web} answering SSH again")
     counts = finish()
     back = {}
     # Services, by themselves.
@@ -97,7 +81,7 @@ def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
     if {"db_primary", "db_replica"} & set(groups):
         units += ["mariadb", "prometheus-mysqld-exporter"]
     for unit in units:
-        wait_until(lambda u=unit: server.service(u).is_running, 60, f"{unit} running on {web}")
+        wait_for(lambda u=unit: server.service(u).is_running, 60, f"{unit} running on {web}")
     back["services_s"] = round(time.time() - started, 1)
     # The firewall, default deny, loaded at boot: the outsider is dropped, the load balancer admitted.
     with server.sudo():
@@ -109,17 +93,17 @@ def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
                                                  f"-H 'Host: {SITE}' https://{address}/").rc == 0
     # Replication, reconnected by itself, semi-synchronous again.
     if "db_replica" in groups:
-        wait_until(lambda: replica_threads_run(server), 60, f"replication running on {web}")
+        wait_for(lambda: replica_threads_run(server), 60, f"replication running on {web}")
         primary = get(names_of("db_primary")[0])
 
         def semisync_clients():
             with primary.sudo():
                 out = primary.check_output("mariadb -N -e \"SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'\"")
             return out.split()[-1] == "1"
-        wait_until(semisync_clients, 60, "the primary has its semi-sync replica back")
+        wait_for(semisync_clients, 60, "the primary has its semi-sync replica back")
         back["replication_s"] = round(time.time() - started, 1)
     # Back in the load balancer's pool.
-    wait_until(lambda: web in serving_hosts(host, 10), 60, f"{web} serving again")
+    wait_for(lambda: web in serving_hosts(host, 10), 60, f"{web} serving again")
     back["serving_s"] = round(time.time() - started, 1)
     failed = sum(n for c, n in counts.items() if c != "200")
     record_drill("server restarted under load", {"requests": sum(counts.values()), "failed": failed, **back})

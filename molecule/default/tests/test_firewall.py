@@ -9,23 +9,28 @@ because the firewall role always allows it.
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import SERVER_GROUPS, get, hosts_of, names_of, playbook, recap, site_setting
+from conftest import (CONNECT, SERVER_GROUPS, certbot_issuer, container, docker, get, hosts_of, names_of, playbook,
+                      reachable, recap, site_setting, wait_for)
 
 # The ports as the inventory and the roles set them: SSH, the site (80 and 443 on the load
-# balancers), the web servers' HTTPS, the database, and the node, nginx, mysqld and HAProxy
+# balancers), the web servers' HTTPS, the database, certbot's challenge listener, and the node, nginx, mysqld and HAProxy
 # exporters (the monitoring host only); 9999, which nothing opens, must stay closed.
-SSH, WEB_HTTPS, MYSQL = (site_setting(n) for n in ("common_ssh_port", "nginx_https_port", "mysql_port"))
+SSH, WEB_HTTPS, MYSQL, ACME = (site_setting(n) for n in ("common_ssh_port", "nginx_https_port", "mysql_port",
+                                                         "certbot_http01_port"))
 NODE, NGINX_EXPORTER, MYSQLD_EXPORTER, HAPROXY_EXPORTER = (site_setting(n) for n in (
     "exporters_node_port", "exporters_nginx_port", "exporters_mysqld_port", "haproxy_metrics_port"))
-PORTS = tuple(sorted({SSH, 80, 443, WEB_HTTPS, MYSQL, NODE, NGINX_EXPORTER, MYSQLD_EXPORTER, HAPROXY_EXPORTER, 9999}))
+PORTS = tuple(sorted({SSH, 80, 443, WEB_HTTPS, MYSQL, ACME, NODE, NGINX_EXPORTER, MYSQLD_EXPORTER, HAPROXY_EXPORTER,
+                      9999}))
 
 
-def expected_matrix(names):
+def expected_matrix(names, issuer):
     """The expected matrix, written from the policy's meaning (the roles' firewall_flows.yml) by
     group and expanded over the inventory: (target, port) -> sources allowed. `names(*groups)`
     gives the hosts of groups. Everything not listed must be dropped."""
@@ -47,11 +52,13 @@ def expected_matrix(names):
     allow(webs, (NGINX_EXPORTER,), monitors)         # nginx exporter
     allow(dbs, (MYSQLD_EXPORTER,), monitors)         # mysqld exporter
     allow(lbs, (HAPROXY_EXPORTER,), monitors)        # HAProxy's exporter
-    allow(servers, (SSH,), ["controller"])           # SSH from the controller only (the role's guarantee)
+    allow(servers, (SSH,), ["controller"])           # SSH from the controller (the role's guarantee)
+    allow(lbs, (ACME,), lbs)                         # each load balancer's HAProxy reaches every certbot listener
+    allow(lbs, (SSH,), [issuer])                     # the certificate's issuer hands it on over SSH
     return tuple(sources), tuple(servers), allowed
 
 
-SOURCES, TARGETS, ALLOWED = expected_matrix(names_of)
+SOURCES, TARGETS, ALLOWED = expected_matrix(names_of, certbot_issuer())
 MONITORS = tuple(names_of("monitoring"))
 
 LISTENER = r"""
@@ -81,7 +88,7 @@ with ThreadPoolExecutor(len(targets)) as pool:
 """
 
 testinfra_hosts = hosts_of(*SERVER_GROUPS)[:1]  # the matrix is one fixture; run it once
-# What the firewall backend changes: the drills scenario (iptables) runs these too.
+# What the firewall backend changes: the iptables scenario runs these too.
 pytestmark = pytest.mark.firewall
 
 
@@ -150,8 +157,9 @@ def test_firewall_is_enabled_at_boot(host):
         assert server.service(unit).is_enabled, f"{unit} is not enabled on {name}"
 
 
-def test_policy_itself_never_mentions_ssh():
-    """Keeps the matrix honest: SSH reaches the servers only through the role's own guarantee."""
+def test_policy_opens_ssh_only_for_the_certificate():
+    """Keeps the matrix honest: SSH reaches the servers through the role's own guarantee, and
+    through one flow alone (the certificate's issuer to the other load balancers)."""
     import glob  # pylint: disable=import-outside-toplevel
     import yaml  # pylint: disable=import-outside-toplevel
 
@@ -162,7 +170,8 @@ def test_policy_itself_never_mentions_ssh():
         with open(path, encoding="utf-8") as handle:
             flows += yaml.safe_load(handle)["firewall_flows"]
     assert len(flows) >= 4, "the policy lost its flows"
-    assert all(str(port) != "22" for flow in flows for port in flow["ports"])
+    ssh = [flow["name"] for flow in flows for port in flow.get("ports", []) if str(port) == "22" or "ssh" in str(port)]
+    assert ssh == ["certificate-sync"], ssh
 
 
 MARKER = "-p tcp --dport 9 -m comment --comment reload-marker -j DROP"
@@ -196,3 +205,66 @@ def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():
         finally:
             server.run(f"iptables -D ufw-user-input {MARKER}")
             server.run(f"ufw delete allow proto tcp from {client} to any port 9999")
+
+
+# VRRP (IP protocol 112, no ports): a raw socket on a load balancer sees the packets its
+# firewall accepted; each source sends a few carrying a marker of its own.
+RAW_LISTEN = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112); s.settimeout(0.5)
+end, seen = time.time() + float(sys.argv[1]), set()
+while time.time() < end:
+    try:
+        data, (source, _) = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    if sys.argv[2].encode() in data:
+        seen.add(source)
+print(" ".join(sorted(seen)))
+"""
+RAW_SEND = ("import socket, sys, time\ns = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)\n"
+            "for _ in range(5):\n    s.sendto(sys.argv[2].encode(), (sys.argv[1], 0)); time.sleep(0.2)\n")
+
+
+def test_vrrp_reaches_a_load_balancer_from_its_peers_only():
+    """Every other host sends VRRP-protocol packets to each load balancer: only those of the other
+    load balancers arrive (keepalived's advertisements need nothing else)."""
+    lbs = names_of("loadbalancers")
+    senders = [name for name in dict.fromkeys([*SOURCES, *lbs]) if name != "controller"]
+    address = {name: get(name).ansible.get_variables()["ansible_host"] for name in senders}
+    for target in lbs:
+        marker = f"vrrp-probe-{target}-{os.getpid()}"
+        lb = get(target)
+        lb.run_test(f"cat > /tmp/vrrp_listen.py <<'EOF'\n{RAW_LISTEN}\nEOF")
+        with lb.sudo():
+            lb.run_test(f"rm -f /tmp/vrrp-seen; systemd-run --unit=fw-vrrp-probe --collect -p RuntimeMaxSec=60 "
+                        f"-p StandardOutput=file:/tmp/vrrp-seen python3 /tmp/vrrp_listen.py 6 {marker}")
+        time.sleep(1)
+        for name in senders:
+            if name != target:
+                with get(name).sudo():
+                    get(name).run_test("python3 -c %s %s %s", RAW_SEND, address[target], marker)
+        seen = wait_for(lambda: lb.file("/tmp/vrrp-seen").exists and lb.file("/tmp/vrrp-seen").size > 0
+                        and lb.file("/tmp/vrrp-seen").content_string.split(), 15, f"{target}'s VRRP probe")[0]
+        assert set(seen) == {address[name] for name in lbs if name != target}, (target, seen)
+
+
+def test_the_rules_come_back_when_a_server_restarts():
+    """The iptables backend loads its rules at boot (netfilter-persistent): after a restart the
+    rules are the same, the outsider is dropped again. (ufw's: the restart drill of the default
+    scenario, which checks every service too.)"""
+    name = names_of("webservers")[-1]
+    server = get(name)
+    if server.ansible.get_variables().get("firewall_backend", "ufw") == "ufw":
+        pytest.skip("ufw's rules at boot: the restart drill (test_drills.py)")
+    with server.sudo():
+        before = server.check_output("iptables -S")
+    docker("restart", "--time", "5", container(name))
+    time.sleep(5)
+    wait_for(lambda: reachable(server), 120, f"{name} answering SSH again")
+    with server.sudo():
+        after = server.check_output("iptables -S")
+    assert "-P INPUT DROP" in after and after == before
+    client = get("client")
+    address = server.ansible.get_variables()["ansible_host"]
+    assert client.check_output(f"python3 -c {shlex.quote(CONNECT)} {address} 9999") == "timeout"

@@ -200,7 +200,8 @@ def client():
 def test_rolling_update_under_load_fails_no_request_and_loses_no_write(client):
     webs, lbs = names_of("webservers"), [get(n) for n in names_of("loadbalancers")]
     primary_name, replicas = names_of("db_primary")[0], names_of("db_replica")
-    primary, writer_host = get(primary_name), get(webs[-1])
+    # The writer runs on a replica (the database role gives it the client library).
+    primary, writer_host = get(primary_name), get(replicas[-1])
     db_addresses = [get(n).ansible.get_variables()["ansible_host"] for n in [primary_name, *replicas]]
     password = primary.ansible.get_variables()["mysql_app_password"]
     with primary.sudo():

@@ -1,0 +1,62 @@
+"""Which roles site.yml runs on a host, read from its plays: the one list of it.
+
+Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+
+def _play_groups(play, index):
+    """The groups of a play's host pattern (a union, 'a:b'), or None for a templated pattern."""
+    hosts = play.get("hosts")
+    where = f"play {index + 1} ('{play.get('name', 'unnamed')}')"
+    if not isinstance(hosts, str) or not hosts.strip():
+        raise AnsibleFilterError(f"{where}: hosts must be a host pattern")
+    if "{{" in hosts:
+        return None
+    parts = hosts.split(":")
+    for part in parts:
+        if not part or part[0] in "&!" or any(c in part for c in "*[]~"):
+            raise AnsibleFilterError(
+                f"{where}: hosts '{hosts}' must be a union of groups ('a:b'): the preflight reads no other pattern")
+    return parts
+
+
+def infra_site_roles(plays, group_names):
+    """The roles site.yml's plays run on a host in ``group_names``, in play order, each once.
+
+    ``plays``: site.yml, parsed. A play's roles are its ``roles:`` entries (a name, or a mapping
+    with ``role``); its hosts a union of groups (``db_primary:db_replica``). Plays whose pattern is
+    templated are left out (the backup hosts' play, outside ``servers``, includes its roles in
+    tasks), and so are plays without ``roles:`` (the preflight). Raises AnsibleFilterError naming
+    the play whose pattern or roles cannot be read.
+    """
+    if not isinstance(plays, list):
+        raise AnsibleFilterError("the playbook must be a list of plays")
+    if isinstance(group_names, str) or not isinstance(group_names, (list, tuple)):
+        raise AnsibleFilterError("group_names must be a list of group names")
+    found = []
+    for index, play in enumerate(plays):
+        if not isinstance(play, dict) or not play.get("roles"):
+            continue
+        groups = _play_groups(play, index)
+        if groups is None or not set(groups) & set(group_names):
+            continue
+        for entry in play["roles"]:
+            role = entry.get("role", entry.get("name")) if isinstance(entry, dict) else entry
+            if not isinstance(role, str) or not role or "{{" in role:
+                raise AnsibleFilterError(f"play {index + 1} ('{play.get('name', 'unnamed')}'): a role entry "
+                                         f"names no role: {entry!r}")
+            if role not in found:
+                found.append(role)
+    return found
+
+
+class FilterModule:
+    """site.yml's roles by host."""
+
+    def filters(self):
+        """The filters, by name."""
+        return {"infra_site_roles": infra_site_roles}
