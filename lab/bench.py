@@ -178,8 +178,8 @@ def _groups(node, found=None):
 def seed_site(hosts):
     """The parsed hosts.yml of the lab cut to the seed design's site, to compare converge times:
     the first load balancer and the web servers that hold the databases; every other server out of
-    every group, and the site's names at that load balancer's own address (no floating address:
-    write_small_inventory sets keepalived_vip empty). Returns (the cut inventory, the servers
+    every group, and the site's names as that load balancer's network aliases (no floating
+    address: write_small_inventory sets keepalived_vip empty). Returns (the cut inventory, the servers
     removed)."""
     groups = _groups(hosts.get("all", {}))
     members = {name: list((node.get("hosts") or {})) for name, node in groups.items()}
@@ -194,10 +194,12 @@ def seed_site(hosts):
     for name, node in _groups(cut.get("all", {})).items():
         for host in dropped:
             (node.get("hosts") or {}).pop(host, None)
-    address = next(node["hosts"][keep_lb] for node in _groups(cut["all"]).values()
-                   if keep_lb in (node.get("hosts") or {}) and (node["hosts"][keep_lb] or {}).get("ansible_host"))
-    site = cut["all"].setdefault("vars", {}).setdefault("lab_site", {})
-    site["address"] = address["ansible_host"]
+    # The site's names become the load balancer's own (a network alias, as before the floating
+    # address): labctl refuses a floating address that is a host's.
+    names = (cut["all"].get("vars") or {}).pop("lab_site", {}).get("names", [])
+    node = next(node["hosts"][keep_lb] for node in _groups(cut["all"]).values()
+                if keep_lb in (node.get("hosts") or {}) and (node["hosts"][keep_lb] or {}).get("ansible_host"))
+    node["lab_aliases"] = list(names)
     return cut, dropped
 
 
@@ -494,6 +496,9 @@ def main(argv=None):
             figures["playbook"]["by_size"] = by_size(inv, topo, full, again)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
+        # What was measured before the failure is kept (the report needs every part).
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"bench: the figures measured so far: {args.json}", file=sys.stderr)
         return 1
     finally:
         if not args.keep:
