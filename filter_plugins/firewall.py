@@ -227,6 +227,22 @@ def firewall_host_rules(flows, host, groups, hostvars, always_ssh_from=(), ssh_p
             for fam, proto, port, src in ordered]
 
 
+def _portless_accept(chain, rule, comment):
+    """The iptables line accepting a rule of a protocol without ports (vrrp) from its source."""
+    return f"-A {chain} -p {PORTLESS[rule['proto']]} -s {rule['source']} -m comment --comment \"{comment}\" -j ACCEPT"
+
+
+def firewall_ufw_before_rules(rules, family=4):
+    """The lines of ufw's before.rules (family 4) or before6.rules (6) for the rules of a
+    protocol ufw's commands cannot open (vrrp): one ACCEPT per source in ufw's own input chain,
+    commented with its flows. An empty list when there are none."""
+    if family not in (4, 6):
+        raise AnsibleFilterError(f"family must be 4 or 6, got {family!r}")
+    chain = "ufw-before-input" if family == 4 else "ufw6-before-input"
+    return [_portless_accept(chain, rule, ",".join(rule["flows"])[:200])
+            for rule in rules if rule["family"] == family and rule["proto"] in PORTLESS]
+
+
 def firewall_iptables(rules, family=4):
     """Render rules as an iptables-restore (family 4) or ip6tables-restore (6) file.
 
@@ -252,8 +268,7 @@ def firewall_iptables(rules, family=4):
             continue
         comment = ",".join(rule["flows"])[:250]
         if rule["proto"] in PORTLESS:
-            lines.append(f"-A INPUT -p {PORTLESS[rule['proto']]} -s {rule['source']} "
-                         f"-m comment --comment \"{comment}\" -j ACCEPT")
+            lines.append(_portless_accept("INPUT", rule, comment))
             continue
         lines.append(f"-A INPUT -p {rule['proto']} -s {rule['source']} -m {rule['proto']} "
                      f"--dport {rule['port']} -m comment --comment \"{comment}\" -j ACCEPT")
@@ -270,4 +285,5 @@ class FilterModule:
             "firewall_check_flows": firewall_check_flows,
             "firewall_host_rules": firewall_host_rules,
             "firewall_iptables": firewall_iptables,
+            "firewall_ufw_before_rules": firewall_ufw_before_rules,
         }

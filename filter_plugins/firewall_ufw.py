@@ -21,17 +21,13 @@ def _ufw_key(proto, port, source):
     return f"{proto}/{port}/{source}"
 
 
-# Protocols ufw has no command for, with their IP protocol number: their rules go to ufw's
-# before.rules files instead (firewall_ufw_before_rules).
-UFW_PORTLESS = {"vrrp": 112}
-
-
 def firewall_ufw_rules(rules):
     """Rules as arguments of community.general.ufw, each with a stable `key` and its family
-    (the rules of a protocol ufw has no command for, vrrp, are left to firewall_ufw_before_rules)."""
+    (the rules of a protocol without ports, vrrp, which ufw has no command for, are left to
+    firewall_ufw_before_rules in firewall.py)."""
     out = []
     for rule in rules:
-        if rule["proto"] in UFW_PORTLESS:
+        if not rule["port"]:
             continue
         out.append({
             "key": _ufw_key(rule["proto"], rule["port"], rule["source"]), "family": rule["family"],
@@ -138,22 +134,6 @@ def firewall_ufw_changes(state, wanted, defaults, logging="low"):
     }
 
 
-def firewall_ufw_before_rules(rules, family=4):
-    """The lines of ufw's before.rules (family 4) or before6.rules (6) for the rules of a
-    protocol ufw's commands cannot open (vrrp): one ACCEPT per source in ufw's own input chain,
-    commented with its flows. An empty list when there are none."""
-    if family not in (4, 6):
-        raise AnsibleFilterError(f"family must be 4 or 6, got {family!r}")
-    chain = "ufw-before-input" if family == 4 else "ufw6-before-input"
-    lines = []
-    for rule in rules:
-        if rule["family"] == family and rule["proto"] in UFW_PORTLESS:
-            comment = ",".join(rule["flows"])[:200]
-            lines.append(f"-A {chain} -p {UFW_PORTLESS[rule['proto']]} -s {rule['source']} "
-                         f"-m comment --comment \"{comment}\" -j ACCEPT")
-    return lines
-
-
 class FilterModule:
     """ufw filters."""
 
@@ -163,5 +143,4 @@ class FilterModule:
             "firewall_ufw_rules": firewall_ufw_rules,
             "firewall_ufw_state": firewall_ufw_state,
             "firewall_ufw_changes": firewall_ufw_changes,
-            "firewall_ufw_before_rules": firewall_ufw_before_rules,
         }

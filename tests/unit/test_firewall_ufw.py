@@ -4,8 +4,8 @@ read from its files, and the commands between them."""
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from firewall import firewall_host_rules
-from firewall_ufw import firewall_ufw_before_rules, firewall_ufw_changes, firewall_ufw_rules, firewall_ufw_state
+from firewall import firewall_host_rules, firewall_ufw_before_rules
+from firewall_ufw import firewall_ufw_changes, firewall_ufw_rules, firewall_ufw_state
 from test_firewall import GROUPS, HOSTVARS, POLICY
 
 
