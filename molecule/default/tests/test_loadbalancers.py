@@ -8,20 +8,16 @@ test_lb_failover.py.
 
 import time
 
-from conftest import (SITE, certbot_issuer, get, hosts_of, holders, move_site_address, names_of, playbook, recap,
+from conftest import (SITE, address, certbot_issuer, get, hosts_of, holders, move_site_address, names_of, playbook, recap,
                       serial_at, site_address)
 
 testinfra_hosts = [h for h in hosts_of("lab_support") if h.endswith("//client")]
 LBS = names_of("loadbalancers")
 
 
-def lb_address(name):
-    return get(name).ansible.get_variables()["ansible_host"]
-
-
 def test_the_site_name_leads_to_an_address_no_server_owns(host):
     """Every client resolves the site to the floating address, not to one load balancer's own."""
-    assert site_address(host) not in [lb_address(name) for name in LBS]
+    assert site_address(host) not in [address(name) for name in LBS]
 
 
 def test_exactly_one_load_balancer_holds_the_site_address(host):
@@ -49,7 +45,7 @@ def test_the_backup_node_knows_its_peer_is_the_master():
 def test_every_load_balancer_serves_the_site_certificate(host):
     """The same certificate, from the ACME CA, on every node: whichever holds the address serves it."""
     vip = site_address(host)
-    serials = {name: serial_at(host, lb_address(name)) for name in LBS}
+    serials = {name: serial_at(host, address(name)) for name in LBS}
     assert len(set(serials.values())) == 1, serials
     assert serial_at(host, vip) in serials.values()
     issuer_name = host.check_output(f"echo | openssl s_client -connect {vip}:443 -servername {SITE} 2>/dev/null "
@@ -69,7 +65,7 @@ def test_a_forced_renewal_with_the_address_on_another_node_reaches_every_node(ho
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert recap(run)[first] >= 1
     assert holders(vip) == [others[0]], "the address moved during the renewal"
-    serials = {name: serial_at(host, lb_address(name)) for name in LBS}
+    serials = {name: serial_at(host, address(name)) for name in LBS}
     assert set(serials.values()) == {serial_at(host, vip)} and before not in serials.values(), (before, serials)
 
 
@@ -85,8 +81,8 @@ def test_certbots_timer_run_hands_the_certificate_to_a_node_that_missed_it(host)
         node.run_test(f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN={SITE} "
                       f"-keyout /root/k.pem -out /root/c.pem 2>/dev/null && cat /root/c.pem /root/k.pem > {pem} && "
                       "systemctl reload haproxy")
-    stale = serial_at(host, lb_address(other))
-    assert stale != serial_at(host, lb_address(first))
+    stale = serial_at(host, address(other))
+    assert stale != serial_at(host, address(first))
     with get(first).sudo():
         get(first).run_test("systemctl start certbot.service")
-    assert serial_at(host, lb_address(other)) == serial_at(host, lb_address(first))
+    assert serial_at(host, address(other)) == serial_at(host, address(first))
