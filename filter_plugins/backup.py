@@ -1,5 +1,5 @@
 """Filters for database restores: which full backup and which archived binary logs bring the
-data back to a given second.
+data back to a given second, and which backup seeds a new replica.
 
 Each filter is documented in its sidecar file, filter_plugins/<filter name>.yml (ansible-doc -t filter NAME).
 """
@@ -127,9 +127,54 @@ def infra_backup_restore_plan(catalog, point="", now=0, binlog_host="", target_v
     }
 
 
+def infra_backup_seed_choice(catalog, version, given=None):
+    """The backup a new replica running ``version`` is seeded from, or why there is none.
+
+    ``catalog``: the backup host's catalog (as for infra_backup_restore_plan); ``version``: the
+    replica's server version (``@@version``); ``given``: a backup description chosen by the caller
+    (db-restore.yml's, whose history the restored primary continues), used when its version fits.
+
+    Without ``given``: the newest complete backup of the replica's major version taken since the
+    last restore of any primary (its archive folder set aside, ``<host>.before-restore-<stamp>``):
+    a backup from before a restore belongs to a history the primary no longer has, even where its
+    GTID numbers look alike. A gap in an archive (``before-gap``) breaks no history: a replica
+    whose binary log started over was reseeded from the same one.
+
+    Returns ``{'backup': description}``, or ``{'reason': text}`` (the caller then dumps the
+    primary): no backup host catalog, no backup of that version, none since the last restore, or
+    a GTID position that is not one. Raises AnsibleFilterError only for a catalog that is not one.
+    """
+    wanted = _major_minor(version)
+    if not wanted:
+        raise AnsibleFilterError(f"infra_backup_seed_choice: version {str(version)[:60]!r} is not a server version")
+    if given:
+        if not isinstance(given, dict) or "name" not in given:
+            raise AnsibleFilterError("infra_backup_seed_choice: given must be a backup's description")
+        if _major_minor(given.get("server_version")) != wanted:
+            return {"reason": f"the restore's backup {given['name']} is of {_major_minor(given.get('server_version'))}, "
+                              f"this server runs {wanted}"}
+        return {"backup": given}
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("backups"), list):
+        raise AnsibleFilterError("backup catalog: expected a mapping with a 'backups' list")
+    restarts = [calendar.timegm(time.strptime(m.group("stamp"), "%Y%m%dT%H%M%SZ"))
+                for m in map(_ASIDE.match, catalog.get("binlogs") or {}) if m and m.group(2) == "restore"]
+    since = max(restarts, default=0)
+    fitting = sorted((b for b in catalog["backups"] if isinstance(b, dict) and b.get("sha256")
+                      and _major_minor(b.get("server_version")) == wanted),
+                     key=lambda b: (b.get("end", 0), b.get("name", "")))
+    if not fitting:
+        return {"reason": f"no complete backup of a {wanted} server on the backup host"}
+    usable = [b for b in fitting if b.get("start", 0) >= since and _GTID.match(str(b.get("gtid", ""))) and b.get("gtid")]
+    if not usable:
+        return {"reason": f"no backup of a {wanted} server with a GTID position since the last restore "
+                          f"({_stamp(since)} UTC)"}
+    return {"backup": usable[-1]}
+
+
 class FilterModule:
     """Database restore filters."""
 
     def filters(self):
         """The filters of this module, by name."""
-        return {"infra_backup_restore_plan": infra_backup_restore_plan}
+        return {"infra_backup_restore_plan": infra_backup_restore_plan,
+                "infra_backup_seed_choice": infra_backup_seed_choice}

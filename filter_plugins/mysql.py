@@ -73,11 +73,33 @@ def gtid_transactions(position):
     return total
 
 
-def most_advanced(positions):
-    """The host whose GTID position covers the most transactions (ties: first by name)."""
+def _version_key(host, version):
+    """'10.11.6-MariaDB...' -> (10, 11, 6); a version that is not one is an error naming the host."""
+    match = re.match(r"^(\d+)[.](\d+)(?:[.](\d+))?", str(version or ""))
+    if not match:
+        raise AnsibleFilterError(f"server version of {host}: {str(version)[:60]!r} is not a version")
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def most_advanced(positions, versions=None):
+    """The host whose GTID position covers the most transactions.
+
+    Of hosts with equal figures, the one running the oldest server version (``versions``: host
+    to ``@@version``), since a server replicates from an older one and not from a newer one: the
+    others can all follow it. Then the first by name.
+    """
     if not isinstance(positions, dict) or not positions:
         raise AnsibleFilterError("gtid positions: need a non-empty mapping of host to position")
-    return max(sorted(positions), key=lambda host: gtid_transactions(positions[host]))
+    if versions is not None and not isinstance(versions, dict):
+        raise AnsibleFilterError("server versions: need a mapping of host to version")
+    top = max(gtid_transactions(position) for position in positions.values())
+    tied = sorted(host for host in positions if gtid_transactions(positions[host]) == top)
+    if not versions:
+        return tied[0]
+    missing = [host for host in tied if host not in versions]
+    if missing:
+        raise AnsibleFilterError(f"server versions: none for {', '.join(missing)}")
+    return min(tied, key=lambda host: (_version_key(host, versions[host]), host))
 
 
 def replica_status(status):

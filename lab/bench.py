@@ -133,7 +133,10 @@ def topology(data, subnet=SUBNET):
         return move_address(hostvars[host].get("ansible_host", host), lab_subnet, subnet)
     lb, web = groups["loadbalancers"][0], groups["webservers"][0]
     backup_host = (groups.get("backups") or [None])[0]
+    floating = (site.get("lab_site") or {}).get("address")
     return {"servers": servers, "lab_subnet": lab_subnet, "site": site["infra_site_name"],
+            "site_address": move_address(floating, lab_subnet, subnet) if floating else None,
+            "lbs": groups["loadbalancers"],
             "lb": lb, "web": web, "web_address": address(web),
             "client": CLIENT_HOST, "client_address": address(CLIENT_HOST),
             "db_primary": groups["db_primary"][0],
@@ -177,15 +180,15 @@ def _groups(node, found=None):
 
 def seed_site(hosts):
     """The parsed hosts.yml of the lab cut to the seed design's site, to compare converge times:
-    the first load balancer and the web servers that hold the databases; every other server out of
-    every group, and the site's names as that load balancer's network aliases (no floating
+    the first load balancer and the web servers of the primary and of the first replica; every
+    other server out of every group, and the site's names as that load balancer's network aliases (no floating
     address: write_small_inventory sets keepalived_vip empty). Returns (the cut inventory, the servers
     removed)."""
     groups = _groups(hosts.get("all", {}))
     members = {name: list((node.get("hosts") or {})) for name, node in groups.items()}
     if not members.get("loadbalancers") or not members.get("webservers"):
         raise BenchError("the lab inventory has no loadbalancers or webservers group to cut")
-    databases = set(members.get("db_primary", []) + members.get("db_replica", []))
+    databases = set(members.get("db_primary", []) + members.get("db_replica", [])[:1])
     keep_lb = members["loadbalancers"][0]
     dropped = members["loadbalancers"][1:] + [w for w in members["webservers"] if w not in databases]
     if not dropped:
@@ -381,6 +384,7 @@ def serving(inv, topo, duration, connections):
     docker_exec(topo["lb"], "command -v wrk >/dev/null || (apt-get update -q >/dev/null && "
                          "DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null)")
     paths = serving_paths(topo, duration, connections)
+    holder = address_holder(topo)
     runs = {f"{label}, {mode}": paths[path](close)
             for path, label in (("lb", "through the load balancer"), ("direct", direct_label(topo)))
             for mode, close in MODES.items()}
@@ -394,7 +398,21 @@ def serving(inv, topo, duration, connections):
         tunings.append(result)
     curve = connection_curve(inv, topo, duration)
     playbook(inv, "site.yml", "--tags", "lb,web")
-    return {"runs": runs, "tunings": tunings, "curve": curve, "handshakes": handshakes(topo, duration)}
+    return {"runs": runs, "tunings": tunings, "curve": curve, "handshakes": handshakes(topo, duration),
+            "site_address": topo["site_address"], "site_address_holder": holder}
+
+
+def address_holder(topo):
+    """The load balancer holding the site's floating address (keepalived), whose HAProxy the
+    requests through the load balancer reach; None without a floating address."""
+    if not topo.get("site_address"):
+        return None
+    held = [lb for lb in topo["lbs"]
+            if docker_exec(lb, f"ip -o -4 addr show | grep -c ' {topo['site_address']}/' || true", timeout=30)[1].strip()
+            not in ("", "0")]
+    if len(held) != 1:
+        raise BenchError(f"the site's floating address {topo['site_address']} is held by {held or 'no load balancer'}")
+    return held[0]
 
 
 # The serving settings from before the overload work (issue 20), as -e: no per-server limit

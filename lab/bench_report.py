@@ -103,6 +103,9 @@ def report(figures):
         lines += [f"  {role:<34}{took:>8}" for role, took in p["no_change_roles"].items()]
     serving = figures["serving"]
     lines += ["", f"serving ({'requests/s':>10} {'p50 ms':>8} {'p99 ms':>8})"]
+    if serving.get("site_address_holder"):
+        lines.append(f"  (through the load balancer: to the site's floating address {serving['site_address']}, "
+                     f"held by {serving['site_address_holder']})")
     lines += [f"  {name:<58}{r['rps']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']}"
               for name, r in serving["runs"].items()]
     for tuning in serving["tunings"]:

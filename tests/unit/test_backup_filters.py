@@ -127,3 +127,51 @@ def test_a_point_before_a_restore_reads_the_history_that_was_live_then():
     # Between the restore and the first backup after it, no backup belongs to that history.
     with pytest.raises(AnsibleFilterError, match="db_restore_point: 2026-12-02 10:32:00 lies in the history begun"):
         plan(catalog, "2026-12-02 10:32:00", NOW, "web-01", "10.11.6")
+
+
+seed = backup.infra_backup_seed_choice
+
+
+def test_a_replica_is_seeded_from_the_newest_backup_of_its_version():
+    assert seed(CATALOG, "10.11.6-MariaDB")["backup"]["name"] == "full-20261202T031500Z"
+    assert seed(CATALOG, "11.8.3-MariaDB")["backup"]["name"] == "full-20261202T050000Z"
+
+
+def test_no_backup_of_the_replicas_version_says_why():
+    assert seed(CATALOG, "11.4.2-MariaDB") == {"reason": "no complete backup of a 11.4 server on the backup host"}
+    assert "no complete backup" in seed({"backups": []}, "10.11.6")["reason"]
+
+
+def test_a_backup_from_before_a_restore_is_never_a_seed():
+    """After a restore at 10:30 the primary's history starts over: the older backups' GTIDs
+    name transactions it no longer has, whichever host's archive was set aside."""
+    catalog = {"backups": CATALOG["backups"][:2],
+               "binlogs": {"web-03.before-restore-20261202T103000Z": [], "web-01": [],
+                           "web-01.before-gap-20261202T110000Z": []}}
+    assert "since the last restore (2026-12-02 10:30:00 UTC)" in seed(catalog, "10.11.6")["reason"]
+    catalog["backups"].append(described("full-20261202T103500Z", "2026-12-02 10:35:00", "2026-12-02 10:36:00",
+                                         gtid="0-1-300"))
+    # A gap in an archive is no new history: the backup before it still seeds.
+    assert seed(catalog, "10.11.6")["backup"]["name"] == "full-20261202T103500Z"
+
+
+def test_a_backup_without_a_gtid_is_never_a_seed():
+    catalog = {"backups": [described("full-1", "2026-12-02 03:15:00", "2026-12-02 03:16:00", gtid="")]}
+    assert "with a GTID position" in seed(catalog, "10.11.6")["reason"]
+
+
+def test_the_restores_own_backup_is_used_when_its_version_fits():
+    given = CATALOG["backups"][0]
+    assert seed(None, "10.11.14-MariaDB", given) == {"backup": given}
+    assert seed(None, "11.8.3-MariaDB", given) == {"reason": "the restore's backup full-20261201T031500Z is of 10.11, "
+                                                             "this server runs 11.8"}
+
+
+@pytest.mark.parametrize("catalog, version, message", [
+    (CATALOG, "", "infra_backup_seed_choice: version '' is not a server version"),
+    ([], "10.11.6", "backup catalog: expected a mapping with a 'backups' list"),
+    (CATALOG, "10.11.6", "given must be a backup's description"),
+])
+def test_bad_input_to_the_seed_choice_is_refused(catalog, version, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        seed(catalog, version, "full-1" if "given" in message else None)

@@ -178,7 +178,8 @@ def test_lab_topology_is_read_from_the_inventory_and_the_site_group_vars(lab_top
     group = {name: [h.name for h in manager.groups[name].get_hosts()] for name in manager.groups}
     servers = list(dict.fromkeys(h for g in ("loadbalancers", "webservers", "db_primary", "db_replica") for h in group[g]))
     assert topo == {"servers": servers, "lab_subnet": "172.30.10.0/24",
-                    "site": "www.foobar.com", "lb": group["loadbalancers"][0], "web": group["webservers"][0],
+                    "site": "www.foobar.com", "site_address": "172.30.30.5", "lbs": group["loadbalancers"],
+                    "lb": group["loadbalancers"][0], "web": group["webservers"][0],
                     "web_address": "172.30.30.11", "client": "client", "client_address": "172.30.30.30",
                     "db_primary": group["db_primary"][0], "db_hosts": group["db_primary"] + group["db_replica"],
                     "backup_host": group["backups"][0]}
@@ -329,7 +330,7 @@ def test_backup_lab_sql_quotes_the_query_for_the_shell():
     assert seen == [("web-01", "mariadb -N -B -e 'SELECT '\"'\"'x'\"'\"''")]
 
 
-def test_the_seed_site_keeps_the_first_load_balancer_and_the_database_web_servers():
+def test_the_seed_site_keeps_the_first_load_balancer_the_primary_and_one_replica():
     hosts = yaml.safe_load((bench.LAB_INVENTORY / "hosts.yml").read_text())
     cut, dropped = bench.seed_site(hosts)
     groups = bench._groups(cut["all"])  # pylint: disable=protected-access
@@ -337,6 +338,7 @@ def test_the_seed_site_keeps_the_first_load_balancer_and_the_database_web_server
     assert members["loadbalancers"] == ["lb-01"]
     assert members["webservers"] == ["web-01", "web-02"]
     assert sorted(dropped) == ["lb-02", "web-03"]
+    assert members["db_primary"] == ["web-01"] and members["db_replica"] == ["web-02"]
     assert "lb-02" in str(hosts), "the lab inventory itself is left alone"
     # The site's names lead to the one load balancer's own address (its network aliases): no
     # floating address, which labctl would refuse at a host's address.
@@ -362,3 +364,21 @@ def test_the_report_shows_what_each_added_server_costs():
                "serving": {"runs": {}, "tunings": []}}
     text = bench_report.report(figures)
     assert "each added server (lb-02, web-03)" in text and "30.0" in text and "10.0" in text
+
+
+def test_the_floating_address_holder_is_the_one_load_balancer_that_has_it(monkeypatch):
+    topo = {"site_address": "172.30.30.5", "lbs": ["lb-01", "lb-02"]}
+    held = {"lb-01": "0\n", "lb-02": "1\n"}
+    monkeypatch.setattr(bench, "docker_exec", lambda host, command, timeout=0: (0.1, held[host]))
+    assert bench.address_holder(topo) == "lb-02"
+    held["lb-01"] = "1\n"
+    with pytest.raises(bench_report.BenchError, match=r"held by \['lb-01', 'lb-02'\]"):
+        bench.address_holder(topo)
+    assert bench.address_holder({"site_address": None, "lbs": ["lb-01"]}) is None
+
+
+def test_the_report_names_the_floating_address_holder():
+    figures = {"playbook": {"full_converge_s": 1.0, "no_change_run_s": 1.0, "certs_run_s": 1.0, "apt_floor_s": 1.0,
+                            "changed": {"no_change": {}}, "ratios": {}},
+               "serving": {"runs": {}, "tunings": [], "site_address": "172.30.30.5", "site_address_holder": "lb-01"}}
+    assert "floating address 172.30.30.5, held by lb-01" in bench_report.report(figures)

@@ -83,6 +83,27 @@ def test_most_advanced_needs_positions():
         mysql.most_advanced({})
 
 
+def test_of_equally_advanced_replicas_the_oldest_server_wins():
+    """Every other replica can follow the oldest server; none can follow a newer one back."""
+    versions = {"web-02": "11.8.3-MariaDB-deb13", "web-03": "10.11.14-MariaDB-0+deb12u2", "web-04": "10.11.9-MariaDB"}
+    assert mysql.most_advanced({"web-02": "0-1-12", "web-03": "0-1-12"}, versions) == "web-03"
+    assert mysql.most_advanced({"web-02": "0-1-12", "web-03": "0-1-12", "web-04": "0-1-12"}, versions) == "web-04"
+    # More advanced beats older: no acknowledged write is given up for a version.
+    assert mysql.most_advanced({"web-02": "0-1-13", "web-03": "0-1-12"}, versions) == "web-02"
+    # A host that is not tied needs no version.
+    assert mysql.most_advanced({"web-02": "0-1-13", "web-05": "0-1-1"}, versions) == "web-02"
+
+
+@pytest.mark.parametrize("versions, message", [
+    (["10.11"], "server versions: need a mapping"),
+    ({"web-02": "10.11.6"}, "server versions: none for web-03"),
+    ({"web-02": "10.11.6", "web-03": "unknown"}, "server version of web-03: 'unknown' is not a version"),
+])
+def test_bad_versions_are_refused_naming_the_host(versions, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        mysql.most_advanced({"web-02": "0-1-12", "web-03": "0-1-12"}, versions)
+
+
 @pytest.mark.parametrize("status, expected", [
     # MariaDB and MySQL before 8.0.22 name the columns Slave_*.
     ({"Is_Replica": True, "Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes",

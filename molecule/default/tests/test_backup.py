@@ -5,6 +5,7 @@ backups refused before anything is restored, and the point-in-time restore drill
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -238,6 +239,11 @@ def acked(server):
     return {int(n): float(t) for n, t in (line.split() for line in lines if line[:1].isdigit())}
 
 
+def version(server):
+    """A database server's major.minor version: a physical backup restores to its own only."""
+    return re.match(r"[0-9]+[.][0-9]+", sql(server, "SELECT @@version")[0][0]).group(0)
+
+
 def wait_for_rows(server, count, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline and len(acked(server)) < count:
@@ -288,9 +294,16 @@ def test_drill_a_dropped_table_is_restored_to_the_second_before(host):
     replayed = [n for n in present if n > at_backup_end]
     assert len(replayed) >= 100, f"only {len(replayed)} restored rows came after the backup: the binary logs are unproven"
     # Replication and semi-sync run again, as a converge leaves them; the replicas hold the same rows.
+    # A replica of the backup's server version (the primary's) was seeded from that same backup,
+    # the primary's binary log giving it the rest; any other from a dump of the restored primary.
+    said = " ".join(run.stdout.split())
+    seeded = {}
     for name in DATABASES:
         if name != PRIMARY:
             assert {int(r[0]) for r in sql(get(name), "SELECT n FROM pitr_drill", DB)} == present, name
+            same = version(get(name)) == version(primary)
+            seeded[name] = "backup" if f"Seeding {name} from backup" in said else "dump"
+            assert seeded[name] == ("backup" if same else "dump"), (name, seeded, said[-3000:])
     assert sql(primary, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")[0][1] == "ON"
     sql(primary, "INSERT INTO pitr_drill (n) VALUES (-1)", DB)
     for name in DATABASES:
@@ -300,7 +313,8 @@ def test_drill_a_dropped_table_is_restored_to_the_second_before(host):
                 time.sleep(0.3)
             assert sql(get(name), "SELECT n FROM pitr_drill WHERE n = -1", DB) == [["-1"]], name
     newest = max(t for n, t in rows.items() if n in present)
-    figure = {"rows_acknowledged": len(rows), "rows_before_the_point": len(before), "rows_restored": len(present),
+    figure = {"replicas_seeded_from": seeded,
+              "rows_acknowledged": len(rows), "rows_before_the_point": len(before), "rows_restored": len(present),
               "lost": len(missing), "rows_acknowledged_when_the_backup_ended": at_backup_end,
               "rows_restored_from_binary_logs_at_least": len(replayed),
               "restore_s": round(restore_s, 1), "recovery_point_s_before_the_drop": round(dropped - newest, 2)}

@@ -190,29 +190,39 @@ def swapped_inventory(tmp_path, new_primary, old_primary):
 
 @pytest.mark.drill(last=True)
 def test_failover_drill_loses_no_committed_write(host, tmp_path):
-    """Kill the primary's container mid-stream, fail over, check every acknowledged write."""
-    new_primary = get(REPLICAS[0])
+    """Kill the primary's container mid-stream, fail over, check every acknowledged write; the
+    old primary comes back as a replica seeded from the newest backup of its version."""
+    writer = get(REPLICAS[0])
     password = secret("mysql_app_password")
     sql(host, "CREATE TABLE IF NOT EXISTS failover_drill (id INT AUTO_INCREMENT PRIMARY KEY, n INT)", DB)
     sql(host, "CREATE TABLE IF NOT EXISTS probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64))", DB)
-    new_primary.run_test(f"cat > /tmp/writer.py <<'EOF'\n{WRITER}\nEOF\ncat > /tmp/prober.py <<'EOF'\n{PROBER}\nEOF")
-    new_primary.run_test(f"rm -f /tmp/acked /tmp/first-write; setsid -f python3 /tmp/writer.py {address(PRIMARY)} "
-                         f"{password} /tmp/acked > /tmp/writer.err 2>&1 < /dev/null")
+    # Which replica the runbook promotes is its choice (the most advanced, then the oldest
+    # server): each one runs a prober that writes as soon as its server takes writes.
+    for name in REPLICAS:
+        get(name).run_test(f"cat > /tmp/writer.py <<'EOF'\n{WRITER}\nEOF\ncat > /tmp/prober.py <<'EOF'\n{PROBER}\nEOF"
+                           "\nrm -f /tmp/acked /tmp/first-write")
+    writer.run_test(f"setsid -f python3 /tmp/writer.py {address(PRIMARY)} {password} /tmp/acked > /tmp/writer.err 2>&1 < /dev/null")
     deadline = time.time() + 30
-    while time.time() < deadline and int(new_primary.run("grep -c '^[0-9]' /tmp/acked").stdout.strip() or 0) < 200:
+    while time.time() < deadline and int(writer.run("grep -c '^[0-9]' /tmp/acked").stdout.strip() or 0) < 200:
         time.sleep(0.2)
     killed_at = time.time()
-    new_primary.run_test(f"setsid -f python3 /tmp/prober.py {password} /tmp/first-write > /dev/null 2>&1 < /dev/null")
+    for name in REPLICAS:
+        get(name).run_test(f"setsid -f python3 /tmp/prober.py {password} /tmp/first-write > /dev/null 2>&1 < /dev/null")
     subprocess_run(["docker", "kill", container(PRIMARY)])
 
     run = playbook(path="playbooks/db-failover.yml")
     assert run.returncode == 0, run.stdout[-3000:]
+    promoted = re.findall(r"([\w.-]+) is the primary now", run.stdout)
+    assert promoted and promoted[0] in REPLICAS, run.stdout[-3000:]
+    new_name, new_primary = promoted[0], get(promoted[0])
+    for name in set(REPLICAS) - {new_name}:  # the probers of replicas left as replicas never write
+        get(name).run("pkill -f '[p]rober.py'")
     deadline = time.time() + 60
     while time.time() < deadline and not new_primary.file("/tmp/first-write").exists:
         time.sleep(0.2)
     first_write = float(new_primary.file("/tmp/first-write").content_string)
 
-    acked = [int(line) for line in new_primary.file("/tmp/acked").content_string.splitlines() if line[:1].isdigit()]
+    acked = [int(line) for line in writer.file("/tmp/acked").content_string.splitlines() if line[:1].isdigit()]
     present = {int(row[0]) for row in sql(new_primary, "SELECT n FROM failover_drill WHERE n > 0", DB)}
     assert len(acked) >= 200
     missing = sorted(set(acked) - present)
@@ -226,7 +236,7 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     store = get(names_of("backups")[0])
     token = f"archived-{time.time_ns()}"
     sql(new_primary, f"INSERT INTO probe (token) VALUES ('{token}')", DB)
-    folder = f"{site_setting('backup_store_dir')}/binlog/{REPLICAS[0]}"
+    folder = f"{site_setting('backup_store_dir')}/binlog/{new_name}"
     journal = "journalctl -u infra-binlog-archive --no-pager -o cat --since=-10min"
     deadline, followed_at, archived_at = time.time() + 150, None, None
     with store.sudo():
@@ -236,7 +246,7 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
             sql(new_primary, "SELECT @@version")[0][0])
         while time.time() < deadline and archived_at is None:
             log = store.check_output(journal)
-            if followed_at is None and f"archiving the binary logs of {REPLICAS[0]}" in log:
+            if followed_at is None and f"archiving the binary logs of {new_name}" in log:
                 followed_at = time.time()
             if store.run(f"grep -a -l -s {token} {folder}/*").rc == 0:
                 archived_at = time.time()
@@ -245,7 +255,7 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
             time.sleep(1)
         assert followed_at, "the archive did not switch to the new primary: " + store.check_output(journal)[-1500:]
         assert archived_at or older, f"the archive did not receive {token}: " + store.check_output(journal)[-1500:]
-    figure = {"acknowledged_writes": len(acked), "lost": len(missing),
+    figure = {"promoted": new_name, "acknowledged_writes": len(acked), "lost": len(missing),
               "kill_to_first_accepted_write_s": round(first_write - killed_at, 2),
               "kill_to_archive_following_new_primary_s": round(followed_at - killed_at, 1),
               "archive_holds_new_primarys_writes": bool(archived_at)}
@@ -253,17 +263,22 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     slowest = run.stdout.split("TASKS RECAP")[-1].splitlines()[3:9]
     print(f"\nfailover drill: {json.dumps(figure)}\nslowest failover tasks:\n" + "\n".join(slowest))
 
-    # The old primary comes back; after the runbook's inventory edit, a converge makes it a replica.
+    # The old primary comes back; after the runbook's inventory edit, a converge makes it a
+    # replica, seeded from the newest backup of its server version (the backups hold one: the
+    # backup drills ran before), the new primary never dumped.
     subprocess_run(["docker", "start", container(PRIMARY)])
     subprocess_run(["docker", "exec", container(PRIMARY), "sh", "-c",
                     "for i in $(seq 60); do systemctl is-system-running --quiet --wait && exit 0; sleep 1; done"],
                    check=False)
-    inventory = swapped_inventory(tmp_path, REPLICAS[0], PRIMARY)
+    inventory = swapped_inventory(tmp_path, new_name, PRIMARY)
     rejoin = playbook("--tags", "db", inventory=inventory)
     assert rejoin.returncode == 0, rejoin.stdout[-3000:]
+    said = " ".join(rejoin.stdout.split())
+    assert f"Seeding {PRIMARY} from backup" in said, said[-3000:]
+    assert "Dump the primary's databases" not in said, said[-3000:]
     old = get(PRIMARY)
     state = replica_status(old)
-    assert state["Master_Host"] == address(REPLICAS[0]), state
+    assert state["Master_Host"] == address(new_name), state
     assert state["Slave_IO_Running"] == "Yes" and state["Slave_SQL_Running"] == "Yes", state
     token = f"after-{time.time_ns()}"
     sql(new_primary, f"INSERT INTO probe (token) VALUES ('{token}')", DB)

@@ -99,8 +99,8 @@ def test_a_restarted_server_brings_everything_back_by_itself(host, steady_load):
         def semisync_clients():
             with primary.sudo():
                 out = primary.check_output("mariadb -N -e \"SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'\"")
-            return out.split()[-1] == "1"
-        wait_for(semisync_clients, 60, "the primary has its semi-sync replica back")
+            return int(out.split()[-1]) == len(names_of("db_replica"))
+        wait_for(semisync_clients, 60, "the primary has every semi-sync replica back")
         back["replication_s"] = round(time.time() - started, 1)
     # Back in the load balancer's pool.
     wait_for(lambda: web in serving_hosts(host, 10), 60, f"{web} serving again")
@@ -126,7 +126,8 @@ cd /
            /etc/sysctl.d/60-infra-* /etc/systemd/system/*.service.d/infra-limits.conf; do
     [ -f "$f" ] && sha256sum "$f"; done
   dpkg-query -W -f '${Package} ${Version}\n'
-  systemctl list-unit-files --state=enabled --no-legend --plain | awk '{print $1}'
+  # apt-listchanges.timer (Debian 13) disables itself at its first hourly run: Debian's, not ours.
+  systemctl list-unit-files --state=enabled --no-legend --plain | awk '$1 != "apt-listchanges.timer" {print $1}'
   iptables -S; getent passwd | cut -d: -f1
 } | sha256sum | cut -d' ' -f1
 """
