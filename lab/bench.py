@@ -39,6 +39,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -237,14 +238,30 @@ def fresh_lab(inv):
     sh([sys.executable, "lab/labctl.py", "up", "--prefix", PREFIX, "--inventory", str(inv), "--no-publish"])
 
 
-def playbook(inv, *args, log=None):
-    """Run a playbook; (seconds, changed per host, its output). ``log``: keep its output in .cache/bench/."""
+# The controller's peak resident memory of each logged playbook run, MiB (its largest process).
+PEAK_MB = {}
+
+
+def playbook(inv, *args, log=None, strategy=None):
+    """Run a playbook; (seconds, changed per host, its output). ``log``: keep its output in
+    .cache/bench/ and its peak memory in PEAK_MB; ``strategy``: ANSIBLE_STRATEGY for this run."""
+    run_env = env() | ({"ANSIBLE_STRATEGY": strategy} if strategy else {})
     started = time.monotonic()
-    proc = subprocess.run([tool("ansible-playbook"), "-i", str(inv), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env(), timeout=3600, check=False)
-    took, out = time.monotonic() - started, proc.stdout
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(  # pylint: disable=consider-using-with
+            [tool("ansible-playbook"), "-i", str(inv), *args], stdout=out_file, stderr=err_file, text=True,
+            cwd=ROOT, env=run_env)
+        # wait4: the run's own resource usage, its peak memory among them (Linux: the largest of
+        # ansible-playbook and the workers it reaped).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    took = time.monotonic() - started
     if log:
-        (STATE / f"{log}.log").write_text(out + proc.stderr)
+        (STATE / f"{log}.log").write_text(out + err)
+        PEAK_MB[log] = round(usage.ru_maxrss / 1024)
     if proc.returncode != 0:
         failures = [line for line in out.splitlines() if line.startswith(("fatal:", "failed:"))]
         raise BenchError(f"ansible-playbook {' '.join(map(str, args))} failed (rc {proc.returncode})"
@@ -460,8 +477,10 @@ def by_size(inv, topo, full, again):
     small_full, _, _ = playbook(small, "site.yml", log="full-seed")
     small_again, _, _ = playbook(small, "site.yml", log="no-change-seed")
     servers = len(topo["servers"])
-    return {"seed": {"servers": servers - len(dropped), "full_converge_s": small_full, "no_change_run_s": small_again},
-            "lab": {"servers": servers, "full_converge_s": full, "no_change_run_s": again},
+    return {"seed": {"servers": servers - len(dropped), "full_converge_s": small_full, "no_change_run_s": small_again,
+                     "peak_mb": max(PEAK_MB["full-seed"], PEAK_MB["no-change-seed"])},
+            "lab": {"servers": servers, "full_converge_s": full, "no_change_run_s": again,
+                    "peak_mb": max(PEAK_MB["full"], PEAK_MB["no-change"])},
             "added": dropped,
             "per_added_server_s": {"full": round((full - small_full) / len(dropped), 1),
                                    "no_change": round((again - small_again) / len(dropped), 1)}}
@@ -495,6 +514,8 @@ def main(argv=None):
         full, changed_full, _ = playbook(inv, "site.yml", log="full")
         again, changed_again, again_out = playbook(inv, "site.yml", log="no-change")
         again_roles = role_times(again_out)
+        # The opt-in accelerator, side by side with the default (README, "Speed").
+        mitogen, changed_mitogen, _ = playbook(inv, "site.yml", log="no-change-mitogen", strategy="mitogen_linear")
         certs, changed_certs, _ = playbook(inv, "site.yml", "--tags", "certs", log="certs")
         packages = {host: manual_packages(host) for host in topo["servers"]}
         figures["serving"] = serving(inv, topo, args.duration, args.connections)
@@ -505,11 +526,14 @@ def main(argv=None):
         floor_total, floor_hosts = floor(inv, topo["servers"], packages)
         figures["playbook"] = {
             "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,
+            "no_change_mitogen_s": mitogen, "peak_mb": dict(PEAK_MB),
             "apt_floor_per_host": floor_hosts, "no_change_roles": again_roles,
             "module_call_s": call_s, "no_change_tasks": tasks_run(again_out), "changed": {"full": changed_full, "no_change": changed_again,
+                                                           "no_change_mitogen": changed_mitogen,
                                                            "certs": changed_certs},
             "ratios": {"full / floor": round(full / floor_total, 2), "no-change / full": round(again / full, 2),
-                       "certs / no-change": round(certs / again, 2)}}
+                       "certs / no-change": round(certs / again, 2),
+                       "no-change Mitogen / linear": round(mitogen / again, 2)}}
         if args.compare_seed:
             figures["playbook"]["by_size"] = by_size(inv, topo, full, again)
     except BenchError as exc:

@@ -82,6 +82,7 @@ def report(figures):
     lines = ["playbook cost (seconds)",
              f"  full converge, fresh containers   {p['full_converge_s']:>8}",
              f"  second run, no change             {p['no_change_run_s']:>8}   changed: {p['changed']['no_change']}",
+             f"  second run, no change, Mitogen    {p.get('no_change_mitogen_s', '-'):>8}   (opt-in: ANSIBLE_STRATEGY=mitogen_linear)",
              f"  --tags certs                      {p['certs_run_s']:>8}",
              f"  floor: same packages, apt-get     {p['apt_floor_s']:>8}"]
     lines += [f"  {name:<34}{value:>8}" for name, value in p["ratios"].items()]
@@ -91,11 +92,11 @@ def report(figures):
                   f"x {busiest} tasks of the busiest host = {p['module_call_s'] * busiest:.1f} s"]
     if p.get("by_size"):
         size = p["by_size"]
-        lines += ["", "converge by site size (seconds)        servers      full   no-change",
+        lines += ["", "converge by site size (seconds)        servers      full   no-change   peak MiB",
                   f"  the seed's site                      {size['seed']['servers']:>7}{size['seed']['full_converge_s']:>10}"
-                  f"{size['seed']['no_change_run_s']:>12}",
+                  f"{size['seed']['no_change_run_s']:>12}{size['seed'].get('peak_mb', '-'):>11}",
                   f"  the lab's site                       {size['lab']['servers']:>7}{size['lab']['full_converge_s']:>10}"
-                  f"{size['lab']['no_change_run_s']:>12}",
+                  f"{size['lab']['no_change_run_s']:>12}{size['lab'].get('peak_mb', '-'):>11}",
                   f"  each added server ({', '.join(size['added'])})".ljust(45)
                   + f"{size['per_added_server_s']['full']:>10}{size['per_added_server_s']['no_change']:>12}"]
     if p.get("no_change_roles"):

@@ -79,13 +79,13 @@ def test_preflight_collects_each_hosts_packages_for_one_transaction(tmp_path):
     per_host = {host: sorted(set(packages) - base) for host, packages in per_host.items()
                 if base <= set(packages)}
     assert per_host["lb-01"] == ["certbot", "haproxy", "keepalived", "prometheus-node-exporter",
-                                 "python3-cryptography", "rsyslog", "rsyslog-gnutls"]
+                                 "prometheus-node-exporter-collectors", "python3-cryptography", "rsyslog", "rsyslog-gnutls"]
     # web-01: nginx, the database (MariaDB by default), its backup tools (mariadb-backup, zstd,
-    # age) and three exporters; iptables-persistent is not collected (its role answers debconf
-    # first), ufw is not wanted with iptables.
+    # age), three exporters and their textfile collectors; iptables-persistent is not
+    # collected (its role answers debconf first), ufw is not wanted with iptables.
     assert per_host["web-01"] == ["age", "mariadb-backup", "mariadb-client", "mariadb-server", "nginx",
                                   "prometheus-mysqld-exporter", "prometheus-nginx-exporter", "prometheus-node-exporter",
-                                  "python3-cryptography", "python3-pymysql", "rsyslog", "rsyslog-gnutls", "zstd"]
+                                  "prometheus-node-exporter-collectors", "python3-cryptography", "python3-pymysql", "rsyslog", "rsyslog-gnutls", "zstd"]
     assert per_host["web-02"] == per_host["web-01"]
 
 

@@ -387,27 +387,27 @@ def test_each_host_collects_its_sources_with_the_documented_categories(rendered,
 # --- Mutation proof: a broken configuration is refused ---------------------------------------------
 
 def break_unknown_receiver(files):
-    doc = files["infra-host-metrics.yaml"]
+    doc = files["infra-sources.yaml"]
     doc["receivers"] = {"hostmetricz/host-metrics": doc["receivers"].pop("hostmetrics/host-metrics")}
     doc["service"]["pipelines"]["metrics/host-metrics"]["receivers"] = ["hostmetricz/host-metrics"]
-    return "infra-host-metrics.yaml: receivers.hostmetricz/host-metrics: type 'hostmetricz'"
+    return "infra-sources.yaml: receivers.hostmetricz/host-metrics: type 'hostmetricz'"
 
 
 def break_undefined_processor(files):
-    files["infra-auth.yaml"]["service"]["pipelines"]["logs/auth"]["processors"].append("batch")
-    return "infra-auth.yaml: service.pipelines.logs/auth.processors: 'batch' is not defined"
+    files["infra-sources.yaml"]["service"]["pipelines"]["logs/auth"]["processors"].append("batch")
+    return "infra-sources.yaml: service.pipelines.logs/auth.processors: 'batch' is not defined"
 
 
 def break_haproxy_https(files):
-    settings = files["infra-haproxy-metrics.yaml"]["receivers"]["haproxy/haproxy-metrics"]
+    settings = files["infra-sources.yaml"]["receivers"]["haproxy/haproxy-metrics"]
     settings["endpoint"] = settings["endpoint"].replace("http://", "https://")
-    return "infra-haproxy-metrics.yaml: receivers.haproxy/haproxy-metrics.endpoint: 'https://"
+    return "infra-sources.yaml: receivers.haproxy/haproxy-metrics.endpoint: 'https://"
 
 
 def break_haproxy_schemeless(files):
     # The vendor's own example form: the receiver would dial it as a unix socket.
-    files["infra-haproxy-metrics.yaml"]["receivers"]["haproxy/haproxy-metrics"]["endpoint"] = "localhost:8404/stats"
-    return "infra-haproxy-metrics.yaml: receivers.haproxy/haproxy-metrics.endpoint: 'localhost:8404/stats'"
+    files["infra-sources.yaml"]["receivers"]["haproxy/haproxy-metrics"]["endpoint"] = "localhost:8404/stats"
+    return "infra-sources.yaml: receivers.haproxy/haproxy-metrics.endpoint: 'localhost:8404/stats'"
 
 
 def break_literal_token(files):
@@ -426,29 +426,29 @@ def break_unknown_env_variable(files):
 
 
 def break_journal_directory(files):
-    files["infra-auth.yaml"]["receivers"]["journald/auth"]["directory"] = "/var/log"
-    return "infra-auth.yaml: receivers.journald/auth.directory: '/var/log' is not a journal directory"
+    files["infra-sources.yaml"]["receivers"]["journald/auth"]["directory"] = "/var/log"
+    return "infra-sources.yaml: receivers.journald/auth.directory: '/var/log' is not a journal directory"
 
 
 def break_relative_log(files):
-    files["infra-haproxy-log.yaml"]["receivers"]["filelog/haproxy-log"]["include"] = ["haproxy.log"]
-    return "infra-haproxy-log.yaml: receivers.filelog/haproxy-log.include.0: 'haproxy.log' is not an absolute path"
+    files["infra-sources.yaml"]["receivers"]["filelog/haproxy-log"]["include"] = ["haproxy.log"]
+    return "infra-sources.yaml: receivers.filelog/haproxy-log.include.0: 'haproxy.log' is not an absolute path"
 
 
 def break_unused_receiver(files):
-    del files["infra-haproxy-log.yaml"]["service"]
-    return "infra-haproxy-log.yaml: receivers.filelog/haproxy-log: in no pipeline"
+    del files["infra-sources.yaml"]["service"]["pipelines"]["logs/haproxy-log"]
+    return "infra-sources.yaml: receivers.filelog/haproxy-log: in no pipeline"
 
 
 def break_category(files):
-    attributes = files["infra-haproxy-log.yaml"]["processors"]["resource/haproxy-log"]["attributes"]
+    attributes = files["infra-sources.yaml"]["processors"]["resource/haproxy-log"]["attributes"]
     attributes[0]["value"] = "lab/foobar/haproxy//access"
-    return "infra-haproxy-log.yaml: processors.resource/haproxy-log.attributes.0.value: 'lab/foobar/haproxy//access'"
+    return "infra-sources.yaml: processors.resource/haproxy-log.attributes.0.value: 'lab/foobar/haproxy//access'"
 
 
 def break_storage(files):
-    files["infra-haproxy-log.yaml"]["receivers"]["filelog/haproxy-log"]["storage"] = "filestorage"
-    return "infra-haproxy-log.yaml: receivers.filelog/haproxy-log.storage: 'filestorage' is not an enabled extension"
+    files["infra-sources.yaml"]["receivers"]["filelog/haproxy-log"]["storage"] = "filestorage"
+    return "infra-sources.yaml: receivers.filelog/haproxy-log.storage: 'filestorage' is not an enabled extension"
 
 
 MUTATIONS = [break_unknown_receiver, break_undefined_processor, break_haproxy_https, break_haproxy_schemeless,

@@ -1,0 +1,70 @@
+"""A run with nothing to change takes shortcuts (README, "Speed"); none of them may hide drift.
+
+Each shortcut of issue 19 gets its drift here, all undone by one run of site.yml limited to two
+servers (the first and the last of the inventory's `servers`), with the tags of the roles that
+took the shortcut:
+
+- the roles' own apt tasks skip the packages the common role's one transaction has just made
+  sure of: a package removed by hand comes back, from that transaction;
+- the hardware collectors' timers are found and switched off in one call: a timer switched on by
+  hand goes off again, and the apt collector's timer still runs;
+- the collector's sources are one file: a hand edit of it is undone, and a stray source file
+  of its naming is removed.
+
+The other drift (a changed file, a stopped service, a rule added by hand, a replica that
+stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
+"""
+
+import pytest
+
+from conftest import get, names_of, playbook, recap
+
+PACKAGE = "prometheus-node-exporter-collectors"  # in exporters_packages: installed by common's transaction
+APT_TIMER = "prometheus-node-exporter-apt.timer"
+SOURCES = "/etc/otelcol-sumo/conf.d/infra-sources.yaml"
+STRAY = "/etc/otelcol-sumo/conf.d/infra-stray.yaml"
+
+
+def hardware_timers(server):
+    """The collectors' timers other than the apt one, from systemd."""
+    out = server.check_output("systemctl list-unit-files --no-legend --type=timer 'prometheus-node-exporter-*.timer'")
+    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] != APT_TIMER]
+
+
+def switched_on(server, timer):
+    return (server.run(f"systemctl is-enabled --quiet {timer}").rc == 0
+            or server.run(f"systemctl is-active --quiet {timer}").rc == 0)
+
+
+def test_a_run_with_shortcuts_still_undoes_drift():
+    names = names_of("servers")
+    if len(names) < 2:
+        pytest.skip("needs two servers")
+    first, last = names[0], names[-1]
+    removed, edited = get(first), get(last)
+    with removed.sudo(), edited.sudo():
+        # Drift 1: a package of a role, removed by hand (its timers go with it).
+        removed.run_test(f"DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {PACKAGE}")
+        assert not removed.package(PACKAGE).is_installed
+        # Drift 2: a hardware collector's timer, switched on by hand.
+        timer = hardware_timers(edited)[0]
+        edited.run_test(f"systemctl enable --now {timer}")
+        assert switched_on(edited, timer)
+        # Drift 3: the sources' file edited by hand, and a stray source file beside it.
+        wanted = edited.file(SOURCES).content_string
+        edited.run_test(f"echo '# edited by hand' >> {SOURCES}")
+        edited.run_test(f"cp {SOURCES} {STRAY}")
+
+        run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring")
+        assert run.returncode == 0, run.stdout[-3000:]
+        changed = recap(run)
+        assert changed[first] >= 1 and changed[last] >= 1, changed
+
+        assert removed.package(PACKAGE).is_installed, "the package removed by hand is still missing"
+        assert removed.service(APT_TIMER).is_running, "the apt collector's timer does not run again"
+        assert not [t for t in hardware_timers(removed) if switched_on(removed, t)], \
+            "the reinstalled package's hardware timers were left on"
+        assert not switched_on(edited, timer), f"{timer}, switched on by hand, is still on"
+        assert edited.service(APT_TIMER).is_running
+        assert edited.file(SOURCES).content_string == wanted, "the hand edit of the sources is still there"
+        assert not edited.file(STRAY).exists, "the stray source file is still there"
