@@ -1,27 +1,29 @@
 """A run with nothing to change takes shortcuts (README, "Speed"); none of them may hide drift.
 
 Each shortcut of issue 19 gets its drift here, all undone by one run of site.yml limited to two
-servers (the first and the last of the inventory's `servers`), with the tags of the roles that
-took the shortcut:
+servers (the first load balancer and the last web server of the inventory), with the tags of
+the roles that took the shortcut:
 
 - the roles' own apt tasks skip the packages the common role's one transaction has just made
   sure of: a package removed by hand comes back, from that transaction;
 - the hardware collectors' timers are found and switched off in one call: a timer switched on by
   hand goes off again, and the apt collector's timer still runs;
 - the collector's sources are one file: a hand edit of it is undone, and a stray source file
-  of its naming is removed.
+  of its naming is removed;
+- a host certificate found current costs one read: a key whose mode was opened by hand, and a
+  certificate file with a line added, are both mended (the rsyslog client's, issued in the
+  monitoring play).
 
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
 """
-
-import pytest
 
 from conftest import get, names_of, playbook, recap
 
 PACKAGE = "prometheus-node-exporter-collectors"  # in exporters_packages: installed by common's transaction
 APT_TIMER = "prometheus-node-exporter-apt.timer"
 SOURCES = "/etc/otelcol-sumo/conf.d/infra-sources.yaml"
+CERT = "/etc/ssl/infra/rsyslog-client"  # .key and .pem
 STRAY = "/etc/otelcol-sumo/conf.d/infra-stray.yaml"
 
 
@@ -37,10 +39,7 @@ def switched_on(server, timer):
 
 
 def test_a_run_with_shortcuts_still_undoes_drift():
-    names = names_of("servers")
-    if len(names) < 2:
-        pytest.skip("needs two servers")
-    first, last = names[0], names[-1]
+    first, last = names_of("loadbalancers")[0], names_of("webservers")[-1]
     removed, edited = get(first), get(last)
     with removed.sudo(), edited.sudo():
         # Drift 1: a package of a role, removed by hand (its timers go with it).
@@ -54,6 +53,9 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         wanted = edited.file(SOURCES).content_string
         edited.run_test(f"echo '# edited by hand' >> {SOURCES}")
         edited.run_test(f"cp {SOURCES} {STRAY}")
+        # Drift 4: the host key readable by all, a line added to the certificate's file.
+        certificate = edited.file(f"{CERT}.pem").content_string
+        edited.run_test(f"chmod 0644 {CERT}.key && echo 'added by hand' >> {CERT}.pem")
 
         run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring")
         assert run.returncode == 0, run.stdout[-3000:]
@@ -68,3 +70,6 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert edited.service(APT_TIMER).is_running
         assert edited.file(SOURCES).content_string == wanted, "the hand edit of the sources is still there"
         assert not edited.file(STRAY).exists, "the stray source file is still there"
+        key = edited.file(f"{CERT}.key")
+        assert (key.mode, key.user, key.group) == (0o600, "root", "root"), "the key's mode was not mended"
+        assert edited.file(f"{CERT}.pem").content_string == certificate, "the certificate's file was not mended"
