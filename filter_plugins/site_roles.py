@@ -24,25 +24,45 @@ def _play_groups(play, index):
     return parts
 
 
-def infra_site_roles(plays, group_names):
+def _play_runs(play, run_tags, skip_tags):
+    """Whether a play's tasks run under ``--tags run_tags --skip-tags skip_tags`` (Ansible's
+    rules: ``always`` unless skipped by name, ``all``, ``tagged``, ``untagged``, ``never``); the
+    roles here carry no tags of their own, so the play's decide."""
+    tags = play.get("tags") or []
+    tags = {tags} if isinstance(tags, str) else set(tags)
+    if tags & set(skip_tags or []):
+        return False
+    if "always" in tags or run_tags is None:
+        return True
+    run = set(run_tags)
+    return bool(("all" in run and "never" not in tags) or ("tagged" in run and tags)
+                or ("untagged" in run and not tags) or tags & run)
+
+
+def infra_site_roles(plays, group_names, run_tags=None, skip_tags=None):
     """The roles site.yml's plays run on a host in ``group_names``, in play order, each once.
 
     ``plays``: site.yml, parsed. A play's roles are its ``roles:`` entries (a name, or a mapping
     with ``role``); its hosts a union of groups (``db_primary:db_replica``). Plays whose pattern is
     templated are left out (the backup hosts' play, outside ``servers``, includes its roles in
-    tasks), and so are plays without ``roles:`` (the preflight). Raises AnsibleFilterError naming
-    the play whose pattern or roles cannot be read.
+    tasks), and so are plays without ``roles:`` (the preflight). ``run_tags``, ``skip_tags``
+    (Ansible's ``ansible_run_tags``, ``ansible_skip_tags``): only the plays this run's tags
+    select (``--tags certs``: the certificates' play alone); None, every play. Raises
+    AnsibleFilterError naming the play whose pattern or roles cannot be read.
     """
     if not isinstance(plays, list):
         raise AnsibleFilterError("the playbook must be a list of plays")
     if isinstance(group_names, str) or not isinstance(group_names, (list, tuple)):
         raise AnsibleFilterError("group_names must be a list of group names")
+    for name, tags in (("run_tags", run_tags), ("skip_tags", skip_tags)):
+        if tags is not None and (isinstance(tags, str) or not isinstance(tags, (list, tuple))):
+            raise AnsibleFilterError(f"{name} must be a list of tags")
     found = []
     for index, play in enumerate(plays):
         if not isinstance(play, dict) or not play.get("roles"):
             continue
         groups = _play_groups(play, index)
-        if groups is None or not set(groups) & set(group_names):
+        if groups is None or not set(groups) & set(group_names) or not _play_runs(play, run_tags, skip_tags):
             continue
         for entry in play["roles"]:
             role = entry.get("role", entry.get("name")) if isinstance(entry, dict) else entry

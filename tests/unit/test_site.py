@@ -80,3 +80,36 @@ def test_preflight_play_covers_every_host_a_play_configures(inventory):
         configured = {h.name for h in manager.get_hosts(pattern)}
         assert configured, f"{inventory}: no host for role {role} ({pattern})"
         assert configured <= checked, f"{inventory}: role {role} runs on {configured - checked} unchecked"
+
+
+def test_a_runs_tags_select_the_plays_whose_roles_it_checks():
+    lb = ["loadbalancers", "servers"]
+    assert infra_site_roles(SITE, lb, ["certs"], []) == ["certbot"]
+    assert infra_site_roles(SITE, lb, ["lb", "monitoring"], []) == [
+        "haproxy", "keepalived", "exporters", "sumologic", "rsyslog"]
+    assert infra_site_roles(SITE, lb, ["all"], ["certs", "monitoring"]) == [
+        "common", "firewall", "pki", "haproxy", "keepalived"]
+    assert infra_site_roles(SITE, lb, ["all"], []) == infra_site_roles(SITE, lb)
+    assert infra_site_roles(SITE, lb, ["tagged"], []) == infra_site_roles(SITE, lb)
+    assert infra_site_roles(SITE, lb, ["untagged"], []) == []
+    assert infra_site_roles(SITE, lb, ["preflight"], []) == []
+
+
+@pytest.mark.parametrize("play, run, skip, runs", [
+    ({"tags": "x"}, ["x"], [], True),
+    ({"tags": ["always"]}, ["y"], [], True),
+    ({"tags": ["always"]}, ["y"], ["always"], False),
+    ({"tags": ["never", "x"]}, ["all"], [], False),
+    ({"tags": ["never", "x"]}, ["x"], [], True),
+    ({}, ["untagged"], [], True),
+    ({}, ["all"], [], True),
+    ({"tags": ["x"]}, None, ["x"], False),
+])
+def test_ansibles_tag_rules(play, run, skip, runs):
+    plays = [dict(play, hosts="g", roles=["r"])]
+    assert infra_site_roles(plays, ["g"], run, skip) == (["r"] if runs else [])
+
+
+def test_tags_that_are_no_list_are_named():
+    with pytest.raises(AnsibleFilterError, match="run_tags must be a list of tags"):
+        infra_site_roles(SITE, ["servers"], "certs")
