@@ -82,10 +82,9 @@ def infra_pki_cert_drift(read, ca_pem, name, sans, usages, renew_days, group="ro
         return reasons + ["the key's public half or the certificate could not be read"]
     if cert_file.strip() != certs[0]:
         reasons.append(f"{name}.pem holds more than its certificate")
-    blocks = {"PUBLIC KEY": keys[0], "CERTIFICATE": certs[0]}
     try:
-        public = serialization.load_pem_public_key(blocks["PUBLIC KEY"].encode())
-        cert = x509.load_pem_x509_certificate(blocks["CERTIFICATE"].encode())
+        public = serialization.load_pem_public_key(keys[0].encode())
+        cert = x509.load_pem_x509_certificate(certs[0].encode())
     except ValueError as exc:
         return reasons + [f"unreadable: {exc}"]
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
