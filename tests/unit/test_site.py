@@ -74,7 +74,7 @@ def test_preflight_play_covers_every_host_a_play_configures(inventory):
     from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
 
     manager = InventoryManager(loader=DataLoader(), sources=[str(ROOT / "inventory" / inventory)])
-    preflight = [p for p in SITE if "infra_roles_by_host" in p.get("vars", {})][0]
+    preflight = [p for p in SITE if "infra_site_plays" in p.get("vars", {})][0]
     checked = {h.name for h in manager.get_hosts(preflight["hosts"])}
     for role, pattern in played_roles().items():
         configured = {h.name for h in manager.get_hosts(pattern)}
