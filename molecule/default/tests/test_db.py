@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import container, get, names_of, playbook, recap, record_drill, site_setting, sql
+from conftest import address, container, get, names_of, playbook, recap, record_drill, site_setting, sql
 
 testinfra_hosts = ["ansible://" + names_of("db_primary")[0]]
 
@@ -34,10 +34,6 @@ def replica_status(server):
         out = server.check_output("mariadb -e 'SHOW SLAVE STATUS\\G'")
     pairs = (line.strip().partition(":") for line in out.splitlines() if ":" in line)
     return {key: value.strip() for key, _, value in pairs}
-
-
-def address(name):
-    return get(name).ansible.get_variables()["ansible_host"]
 
 
 def secret(name):
@@ -280,9 +276,19 @@ def test_failover_drill_loses_no_committed_write(host, tmp_path):
     state = replica_status(old)
     assert state["Master_Host"] == address(new_name), state
     assert state["Slave_IO_Running"] == "Yes" and state["Slave_SQL_Running"] == "Yes", state
+    # Seeded from a backup taken drills ago, it fetches every transaction since from the new
+    # primary's binary logs: it must reach the new primary's position (however long the backlog,
+    # reported), then a new row must reach it within seconds.
+    target = sql(new_primary, "SELECT @@global.gtid_binlog_pos")[0][0]
+    started = time.time()
+    reached = sql(old, f"SELECT MASTER_GTID_WAIT('{target}', 600)")
+    catch_up_s = round(time.time() - started, 1)
+    assert reached == [["0"]], f"{PRIMARY} did not reach GTID {target} in 600 s: {replica_status(old)}"
     token = f"after-{time.time_ns()}"
     sql(new_primary, f"INSERT INTO probe (token) VALUES ('{token}')", DB)
-    assert wait_for_row(old, f"SELECT token FROM {DB}.probe WHERE token='{token}'", [[token]]) == [[token]]
+    assert wait_for_row(old, f"SELECT token FROM {DB}.probe WHERE token='{token}'", [[token]]) == [[token]], \
+        replica_status(old)
+    print(f"rejoin: {PRIMARY} seeded from a backup, caught up with {new_name} ({target}) in {catch_up_s} s")
     assert status(new_primary, "Rpl_semi_sync_master_status") == "ON"
     again = playbook("--tags", "db", inventory=inventory)
     assert again.returncode == 0 and recap(again)[PRIMARY] == 0, again.stdout[-3000:]

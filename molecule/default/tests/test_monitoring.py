@@ -17,14 +17,10 @@ import urllib.parse
 import pytest
 import yaml
 
-from conftest import SERVER_GROUPS, SITE, get, holders, names_of, site_address, site_setting
+from conftest import SERVER_GROUPS, SITE, address, get, holders, names_of, site_address, site_setting
 
 REQUESTS = 200
 testinfra_hosts = ["ansible://monitor"]
-
-
-def address(name):
-    return get(name).ansible.get_variables()["ansible_host"]
 
 
 FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
