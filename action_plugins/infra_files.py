@@ -1,0 +1,193 @@
+"""Make sure of several files and directories with one read of the host.
+
+A ``template`` or ``copy`` task costs two calls on the host when nothing changes (a stat, then
+the file module for the attributes). This action reads every listed path in one call (type,
+mode, owner, group and the SHA-1 of a file's content), compares on the controller with what is
+wanted, and hands only what differs to the ``copy`` and ``file`` actions, which write, validate,
+report the diff and honour check mode as they always do. A run with nothing to change costs one
+call for the whole list; a file edited by hand, a mode opened or a directory removed still
+differs and is mended.
+
+Task arguments::
+
+    infra_files:
+      files:
+        - dest: /etc/chrony/chrony.conf             # an absolute path (required)
+          content: "{{ lookup('ansible.builtin.template', 'chrony.conf.j2') }}"
+          owner: root                               # names, as the host knows them
+          group: root
+          mode: "0644"                              # octal, as a string
+          validate: /usr/sbin/chronyd -p -f %s      # optional, run on the new file before it replaces the old
+        - dest: /etc/systemd/system/chrony.service.d
+          state: directory                          # file (default), directory or absent
+          owner: root
+          group: root
+          mode: "0755"
+
+The items are made sure of in their order (a directory before the files in it). The result is
+``changed`` when any item changed, with ``changed_paths`` (the paths written or removed, for the
+caller's conditions) and ``diff`` (each changed item's diff, in ``--diff`` mode).
+"""
+
+import hashlib
+import json
+import shlex
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_bytes
+from ansible.plugins.action import ActionBase
+
+STATES = ("file", "directory", "absent")
+KEYS = {"dest", "content", "owner", "group", "mode", "validate", "state"}
+
+# Run on the host with the paths as arguments: one JSON object, path -> what it is now.
+READ = r"""
+import grp, hashlib, json, os, pwd, stat, sys
+out = {}
+for path in sys.argv[1:]:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        out[path] = {"state": "absent"}
+        continue
+    kind = "directory" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    seen = {"state": kind, "mode": "%04o" % stat.S_IMODE(st.st_mode), "owner": owner, "group": group}
+    if kind == "file":
+        with open(path, "rb") as f:
+            seen["sha1"] = hashlib.sha1(f.read()).hexdigest()
+    out[path] = seen
+print(json.dumps(out))
+"""
+
+
+def check_items(items):
+    """The ``files`` argument, checked: a list of items, each with the fields it needs.
+
+    Returns the items with ``state`` filled in and ``mode`` as a four-digit octal string.
+    Raises AnsibleActionFail naming the item and the field.
+    """
+    if not isinstance(items, list) or not items:
+        raise AnsibleActionFail("infra_files: files must be a non-empty list of items")
+    checked, seen = [], set()
+    for index, item in enumerate(items):
+        where = f"infra_files: files[{index}]"
+        if not isinstance(item, dict):
+            raise AnsibleActionFail(f"{where} must be a mapping, got {type(item).__name__}")
+        extra = sorted(set(item) - KEYS)
+        if extra:
+            raise AnsibleActionFail(f"{where}: unknown field(s) {', '.join(extra)} (known: {', '.join(sorted(KEYS))})")
+        dest = item.get("dest")
+        if not isinstance(dest, str) or not dest.startswith("/") or dest.rstrip("/") != dest or "\0" in dest:
+            raise AnsibleActionFail(f"{where}.dest: expected an absolute path without a trailing slash, got {dest!r}")
+        where = f"infra_files: files[{index}] ({dest})"
+        if dest in seen:
+            raise AnsibleActionFail(f"{where}.dest: listed twice")
+        seen.add(dest)
+        state = item.get("state", "file")
+        if state not in STATES:
+            raise AnsibleActionFail(f"{where}.state: expected one of {', '.join(STATES)}, got {state!r}")
+        if state == "file" and not isinstance(item.get("content"), str):
+            raise AnsibleActionFail(f"{where}.content: a file needs its content, a string")
+        if state != "file" and ("content" in item or "validate" in item):
+            raise AnsibleActionFail(f"{where}: content and validate are for files only (state: {state})")
+        want = dict(item, state=state)
+        if state != "absent":
+            for key in ("owner", "group", "mode"):
+                if not isinstance(item.get(key), str) or not item[key]:
+                    raise AnsibleActionFail(f"{where}.{key}: required, a non-empty string")
+            mode = item["mode"]
+            if not (mode.isdigit() and set(mode) <= set("01234567") and 3 <= len(mode) <= 4):
+                raise AnsibleActionFail(f"{where}.mode: expected an octal mode such as '0644', got {mode!r}")
+            want["mode"] = "%04o" % int(mode, 8)
+        checked.append(want)
+    return checked
+
+
+def differences(want, have):
+    """What differs between an item wanted (from check_items) and what the host has (READ).
+
+    Returns a list of the fields that differ (``state``, ``content``, ``owner``, ``group``,
+    ``mode``); empty when the item is as wanted.
+    """
+    if want["state"] == "absent":
+        return [] if have.get("state") == "absent" else ["state"]
+    if have.get("state") != want["state"]:
+        return ["state"]
+    found = []
+    if want["state"] == "file":
+        if hashlib.sha1(to_bytes(want["content"], errors="surrogate_or_strict")).hexdigest() != have.get("sha1"):
+            found.append("content")
+    found.extend(key for key in ("owner", "group", "mode") if have.get(key) != want[key])
+    return found
+
+
+class ActionModule(ActionBase):
+    """infra_files: several files and directories for one read of the host."""
+
+    TRANSFERS_FILES = True
+    _VALID_ARGS = frozenset(("files",))
+
+    def _python(self, task_vars):
+        interpreter = task_vars.get("ansible_python_interpreter") or ""
+        return interpreter if interpreter.startswith("/") else "/usr/bin/python3"
+
+    def _read(self, items, task_vars):
+        paths = [item["dest"] for item in items]
+        command = " ".join([shlex.quote(self._python(task_vars)), "-c", shlex.quote(READ)] + [shlex.quote(p) for p in paths])
+        res = self._low_level_execute_command(command, sudoable=True)
+        if res.get("rc") != 0:
+            raise AnsibleActionFail(f"infra_files: could not read {', '.join(paths)}: "
+                                    f"{(res.get('stderr') or res.get('stdout') or '').strip()[-500:]}")
+        try:
+            found = json.loads(res["stdout"].strip().splitlines()[-1])
+        except (ValueError, IndexError) as exc:
+            raise AnsibleActionFail(f"infra_files: unreadable answer from the host: {res.get('stdout', '')[-300:]!r}") from exc
+        return found
+
+    def _delegate(self, action, args, task_vars):
+        task = self._task.copy()
+        task.args.clear()
+        task.args.update(args)
+        handler = self._shared_loader_obj.action_loader.get(  # the copy action writes, validates, diffs
+            action, task=task, connection=self._connection, play_context=self._play_context,
+            loader=self._loader, templar=self._templar, shared_loader_obj=self._shared_loader_obj)
+        return handler.run(task_vars=task_vars)
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        items = check_items(self._task.args.get("files"))
+        have = self._read(items, task_vars)
+        changed_paths, diffs, why = [], [], {}
+        for item in items:
+            differ = differences(item, have.get(item["dest"], {}))
+            if not differ:
+                continue
+            if item["state"] == "file":
+                args = {k: item[k] for k in ("dest", "content", "owner", "group", "mode", "validate") if k in item}
+                sub = self._delegate("ansible.legacy.copy", args, task_vars)
+            else:
+                args = {"path": item["dest"], "state": item["state"]}
+                args.update({k: item[k] for k in ("owner", "group", "mode") if k in item})
+                sub = self._execute_module(module_name="ansible.legacy.file", module_args=args, task_vars=task_vars)
+            if sub.get("failed"):
+                sub["msg"] = f"infra_files: {item['dest']}: {sub.get('msg', 'failed')}"
+                sub["changed_paths"] = changed_paths
+                return sub
+            if sub.get("changed"):
+                changed_paths.append(item["dest"])
+                why[item["dest"]] = differ
+                if sub.get("diff"):
+                    diffs.extend(sub["diff"] if isinstance(sub["diff"], list) else [sub["diff"]])
+        result.update(changed=bool(changed_paths), changed_paths=changed_paths, differences=why)
+        if diffs:
+            result["diff"] = diffs
+        return result
