@@ -12,19 +12,29 @@ the roles that took the shortcut:
   of its naming is removed;
 - a host certificate found current costs one read: a key whose mode was opened by hand, and a
   certificate file with a line added, are both mended (the rsyslog client's, issued in the
-  monitoring play).
+  monitoring play);
+- the roles' files are made sure of in one read of the server per group of files
+  (action_plugins/infra_files.py): a file edited by hand, a mode opened, a drop-in directory
+  removed, a file to be absent put back, each in a different role's group, are all mended and
+  their handler runs (chrony restarted with its drop-in back). The run also proves that
+  `--tags backup` alone works on a database server.
 
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
 """
 
-from conftest import get, names_of, playbook, recap
+from conftest import get, names_of, playbook, recap, site_setting
 
 PACKAGE = "prometheus-node-exporter-collectors"  # in exporters_packages: installed by common's transaction
 APT_TIMER = "prometheus-node-exporter-apt.timer"
 SOURCES = "/etc/otelcol-sumo/conf.d/infra-sources.yaml"
 CERT = "/etc/ssl/infra/rsyslog-client"  # .key and .pem
 STRAY = "/etc/otelcol-sumo/conf.d/infra-stray.yaml"
+CHRONY = "/etc/chrony/chrony.conf"
+SUDOERS = "/etc/sudoers.d/50-{user}"
+NO_CLOCK = "/etc/systemd/system/chrony.service.d"  # the lab's containers may not set the clock
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
+RECIPIENTS = "/etc/infra-backup/recipients.txt"  # roles/backup/vars/main.yml: backup_recipients_file
 
 
 def hardware_timers(server):
@@ -57,7 +67,17 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         certificate = edited.file(f"{CERT}.pem").content_string
         edited.run_test(f"chmod 0644 {CERT}.key && echo 'added by hand' >> {CERT}.pem")
 
-        run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring")
+        # Drift 5: files of infra_files groups, each in another role: chrony's configuration edited and
+        # its drop-in directory removed, the admin's sudo rule opened to all, the package's default
+        # site put back beside nginx's, the backups' recipients file opened.
+        sudoers = SUDOERS.format(user=site_setting("common_admin_user"))
+        chrony = edited.file(CHRONY).content_string
+        assert edited.file(f"{NO_CLOCK}/no-clock.conf").exists
+        chrony_started = edited.check_output("systemctl show chrony -p ExecMainStartTimestampMonotonic")
+        edited.run_test(f"echo '# edited by hand' >> {CHRONY} && rm -r {NO_CLOCK} && chmod 0644 {sudoers} {RECIPIENTS}")
+        edited.run_test(f"ln -s /etc/nginx/sites-available/default {DEFAULT_SITE}")
+
+        run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring,web,backup")
         assert run.returncode == 0, run.stdout[-3000:]
         changed = recap(run)
         assert changed[first] >= 1 and changed[last] >= 1, changed
@@ -73,3 +93,10 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         key = edited.file(f"{CERT}.key")
         assert (key.mode, key.user, key.group) == (0o600, "root", "root"), "the key's mode was not mended"
         assert edited.file(f"{CERT}.pem").content_string == certificate, "the certificate's file was not mended"
+        assert edited.file(CHRONY).content_string == chrony, "chrony's configuration keeps its hand edit"
+        assert edited.file(f"{NO_CLOCK}/no-clock.conf").exists, "chrony's drop-in was not put back"
+        assert edited.service("chrony").is_running
+        assert edited.check_output("systemctl show chrony -p ExecMainStartTimestampMonotonic") != chrony_started, \
+            "chrony was not restarted with its drop-in back"
+        assert edited.file(sudoers).mode == 0o440 and edited.file(RECIPIENTS).mode == 0o600, "a mode opened by hand stayed"
+        assert not edited.file(DEFAULT_SITE).exists, "the package's default site is enabled again"
