@@ -47,7 +47,7 @@ out = {}
 for path in sys.argv[1:]:
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         out[path] = {"state": "absent"}
         continue
     kind = "directory" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
@@ -132,7 +132,9 @@ def differences(want, have):
 class ActionModule(ActionBase):
     """infra_files: several files and directories for one read of the host."""
 
-    TRANSFERS_FILES = True
+    # No temporary folder of its own: a no-change run costs the read alone (the copy action
+    # makes its own when it writes).
+    TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("files",))
 
     def _python(self, task_vars):
@@ -179,8 +181,10 @@ class ActionModule(ActionBase):
                 args.update({k: item[k] for k in ("owner", "group", "mode") if k in item})
                 sub = self._execute_module(module_name="ansible.legacy.file", module_args=args, task_vars=task_vars)
             if sub.get("failed"):
+                # What the items before it wrote stays written, and is said.
                 sub["msg"] = f"infra_files: {item['dest']}: {sub.get('msg', 'failed')}"
                 sub["changed_paths"] = changed_paths
+                sub["changed"] = bool(changed_paths)
                 return sub
             if sub.get("changed"):
                 changed_paths.append(item["dest"])

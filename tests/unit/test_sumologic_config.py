@@ -88,22 +88,32 @@ def builtin_types():
 
 # --- Rendering the role's files as the role does ------------------------------------------------
 
+TEMPLATE_LOOKUP = re.compile(r"^\{\{ lookup\('ansible\.builtin\.template', '([^']+)'\) \}\}$")
+
+
+def infra_files_items(task):
+    """The items of an infra_files task of the role (its files, and those its vars define)."""
+    if "infra_files" not in task:
+        return []
+    files = task["infra_files"]["files"]
+    items = files if isinstance(files, list) else []
+    return items + [value for value in (task.get("vars") or {}).values() if isinstance(value, dict) and "dest" in value]
+
+
 def template_tasks():
-    """The role's template tasks of tasks/config.yml, writing into the render directory."""
+    """The templates tasks/config.yml writes (infra_files items whose content is a template), as
+    template tasks writing into the render directory."""
     tasks = []
     for task in load_yaml(ROLE / "tasks" / "config.yml"):
-        if "ansible.builtin.template" not in task:
-            continue
-        args = dict(task["ansible.builtin.template"])
-        assert args["dest"].startswith("{{ sumologic_confd_dir }}/"), f"{task['name']}: writes outside conf.d"
-        args["dest"] = args["dest"].replace("{{ sumologic_confd_dir }}", "{{ out_dir }}/{{ inventory_hostname }}")
-        args["src"] = f"{ROLE}/templates/{args['src']}"
-        for key in ("owner", "group"):
-            args.pop(key, None)
-        copy_task = {key: value for key, value in task.items() if key not in ("ansible.builtin.template", "notify")}
-        copy_task["ansible.builtin.template"] = args
-        tasks.append(copy_task)
-    assert tasks, "tasks/config.yml has no template task"
+        for item in infra_files_items(task):
+            found = TEMPLATE_LOOKUP.match(str(item.get("content", "")))
+            if not found:
+                continue
+            assert item["dest"].startswith("{{ sumologic_confd_dir }}/"), f"{task['name']}: writes outside conf.d"
+            tasks.append({"name": f"{task['name']}: {item['dest']}", "ansible.builtin.template": {
+                "src": f"{ROLE}/templates/{found.group(1)}", "mode": item["mode"],
+                "dest": item["dest"].replace("{{ sumologic_confd_dir }}", "{{ out_dir }}/{{ inventory_hostname }}")}})
+    assert tasks, "tasks/config.yml writes no template"
     return tasks
 
 
@@ -111,8 +121,9 @@ def env_file_variables():
     """The variables the role's env files give the collector (SUMOLOGIC_...=), from tasks/config.yml."""
     names = set()
     for task in load_yaml(ROLE / "tasks" / "config.yml"):
-        content = (task.get("ansible.builtin.copy") or {}).get("content", "")
-        names |= set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", content, re.M))
+        for item in infra_files_items(task):
+            names |= set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", str(item.get("content", "")), re.M))
+    assert names, "tasks/config.yml writes no environment file"
     return names
 
 
