@@ -33,6 +33,7 @@ import hashlib
 import json
 import shlex
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
@@ -138,8 +139,10 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("files",))
 
     def _python(self, task_vars):
-        interpreter = task_vars.get("ansible_python_interpreter") or ""
-        return interpreter if interpreter.startswith("/") else "/usr/bin/python3"
+        """The host's Python as Ansible is told it (ansible_python_interpreter, else ansible.cfg's
+        interpreter_python); python3 from the PATH where that is left to discovery (auto)."""
+        interpreter = str(C.config.get_config_value("INTERPRETER_PYTHON", variables=task_vars) or "")
+        return interpreter if interpreter.startswith("/") else "python3"
 
     def _read(self, items, task_vars):
         paths = [item["dest"] for item in items]
