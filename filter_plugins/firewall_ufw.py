@@ -42,6 +42,9 @@ UFW_ANYWHERE = ("0.0.0.0/0", "::/0")
 UFW_POLICIES = {"DROP": "deny", "ACCEPT": "allow", "REJECT": "reject"}
 UFW_DEFAULTS = {"DEFAULT_INPUT_POLICY": "incoming", "DEFAULT_OUTPUT_POLICY": "outgoing",
                 "DEFAULT_FORWARD_POLICY": "routed"}
+# The role's block in ufw's before.rules files (rules ufw has no command for: vrrp), its markers.
+UFW_BEFORE_FILES = ("before.rules", "before6.rules")
+UFW_BEFORE_MARKER = "# {mark} infra-playbooks firewall"
 UFW_TUPLE = re.compile(r"### tuple ### (\S+) (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)(?: comment=([0-9a-fA-F]*))?\s*$")
 
 
@@ -75,20 +78,40 @@ def firewall_ufw_state(text):
 
     Reads /etc/default/ufw (IPV6, DEFAULT_*_POLICY), /etc/ufw/ufw.conf (ENABLED, LOGLEVEL),
     /etc/ufw/user.rules and user6.rules (the `### tuple ###` lines) and the first line of
-    `ufw status` (whether the rules are loaded now). Returns ``{defaults, ipv6, enabled,
-    active, logging, rules}``; reading files is cheap, where every ufw command reloads the
-    firewall.
+    `ufw status` (whether the rules are loaded now). Also, for the role's other tasks: the
+    lines of its block in before.rules and before6.rules (markers included, as
+    `/etc/ufw/before.rules:LINE`), `package:NAME STATUS` lines (dpkg's status of packages that
+    must go) and `present:PATH` lines (files that must go). Returns ``{defaults, ipv6, enabled,
+    active, logging, rules, before, packages, present}``: ``before`` maps a file's name to its
+    block's lines, or None without a block; ``packages`` lists those installed; ``present`` the
+    paths found. Reading files is cheap, where every ufw command reloads the firewall.
     """
     if not isinstance(text, str):
         raise AnsibleFilterError(f"ufw state must be text, got {type(text).__name__}")
-    state = {"defaults": {}, "ipv6": None, "enabled": False, "active": False, "logging": None, "rules": []}
+    state = {"defaults": {}, "ipv6": None, "enabled": False, "active": False, "logging": None, "rules": [],
+             "before": {name: None for name in UFW_BEFORE_FILES}, "packages": [], "present": []}
+    inside = None
     for line in text.splitlines():
         source, sep, content = line.partition(":")
         if not sep:
             continue
         name, _, value = content.partition("=")
         value = value.strip().strip('"')
-        if source == "ufw-status":
+        base = source.rsplit("/", 1)[-1]
+        if base in UFW_BEFORE_FILES and source.startswith("/etc/ufw/"):
+            if content.startswith(UFW_BEFORE_MARKER.format(mark="BEGIN")):
+                state["before"][base], inside = [], base
+            elif content.startswith(UFW_BEFORE_MARKER.format(mark="END")):
+                inside = None
+            elif inside == base:
+                state["before"][base].append(content)
+        elif source == "package":
+            package, _, status = content.partition(" ")
+            if status.strip() == "installed":
+                state["packages"].append(package)
+        elif source == "present":
+            state["present"].append(content)
+        elif source == "ufw-status":
             state["active"] = content.strip() == "Status: active"
         elif content.startswith("### tuple ###"):
             rule = _ufw_tuple(content)

@@ -107,3 +107,48 @@ def test_vrrp_goes_to_ufw_before_rules_not_to_its_commands():
 def test_ufw_before_rules_refuse_an_unknown_family():
     with pytest.raises(AnsibleFilterError, match="family must be 4 or 6"):
         firewall_ufw_before_rules([], 5)
+
+
+# What the read adds for the role's other tasks, on a host whose before.rules has the role's
+# block (the vrrp flow of a load balancer pair), whose before6.rules has none, with
+# netfilter-persistent still installed and an earlier version's rule record left.
+UFW_EXTRA = """\
+/etc/ufw/before.rules:# BEGIN infra-playbooks firewall: the policy's flows ufw has no command for
+/etc/ufw/before.rules:-A ufw-before-input -p vrrp -s 172.30.10.9 -d 224.0.0.18 -j ACCEPT
+/etc/ufw/before.rules:# END infra-playbooks firewall: the policy's flows ufw has no command for
+package:iptables-persistent config-files
+package:netfilter-persistent installed
+present:/etc/ufw/infra-playbooks-rules.json
+"""
+
+
+def test_ufw_state_reads_the_before_blocks_the_packages_and_the_files_to_remove():
+    state = firewall_ufw_state(UFW_FILES + UFW_EXTRA)
+    assert state["before"] == {"before.rules": ["-A ufw-before-input -p vrrp -s 172.30.10.9 -d 224.0.0.18 -j ACCEPT"],
+                               "before6.rules": None}
+    # Removed with its configuration kept is not installed: apt has nothing to remove.
+    assert state["packages"] == ["netfilter-persistent"]
+    assert state["present"] == ["/etc/ufw/infra-playbooks-rules.json"]
+    assert state["rules"] == firewall_ufw_state(UFW_FILES)["rules"]
+    empty = firewall_ufw_state("/etc/ufw/before6.rules:# BEGIN infra-playbooks firewall: x\n"
+                               "/etc/ufw/before6.rules:# END infra-playbooks firewall: x\n")
+    assert empty["before"] == {"before.rules": None, "before6.rules": []}
+    assert (empty["packages"], empty["present"]) == ([], [])
+
+
+def test_the_tasks_read_and_write_the_block_the_filter_knows():
+    """One marker: blockinfile writes it, the read's awk finds it, the filter parses it."""
+    from pathlib import Path
+
+    import yaml
+
+    from firewall_ufw import UFW_BEFORE_FILES, UFW_BEFORE_MARKER
+    tasks = yaml.safe_load((Path(__file__).parents[2] / "roles/firewall/tasks/ufw.yml").read_text())
+    block = next(t for t in tasks if "block" in t)["block"]
+    read = next(t for t in block if t["name"].startswith("Read ufw's"))["ansible.builtin.shell"]
+    write = next(t for t in block if "ansible.builtin.blockinfile" in t)
+    assert write["ansible.builtin.blockinfile"]["marker"].startswith(UFW_BEFORE_MARKER.format(mark="{mark}"))
+    for mark in ("BEGIN", "END"):
+        assert f"/^{UFW_BEFORE_MARKER.format(mark=mark)}/" in read
+    assert sorted(item["file"] for item in write["loop"]) == sorted(UFW_BEFORE_FILES)
+    assert all(f"/etc/ufw/{name}" in read for name in UFW_BEFORE_FILES)

@@ -18,6 +18,9 @@ the roles that took the shortcut:
   removed, a file to be absent put back, each in a different role's group, are all mended and
   their handler runs (chrony restarted with its drop-in back). The run also proves that
   `--tags backup` alone works on a database server.
+- the units' states are read in one call of systemd per task (action_plugins/infra_services.py):
+  an exporter disabled and stopped by hand, and apt's timers stopped or disabled by hand, run
+  and are enabled again.
 
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
@@ -35,6 +38,8 @@ SUDOERS = "/etc/sudoers.d/50-{user}"
 NO_CLOCK = "/etc/systemd/system/chrony.service.d"  # the lab's containers may not set the clock
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 RECIPIENTS = "/etc/infra-backup/recipients.txt"  # roles/backup/vars/main.yml: backup_recipients_file
+EXPORTER = "prometheus-node-exporter"
+APT_TIMERS = ("apt-daily.timer", "apt-daily-upgrade.timer")
 
 
 def hardware_timers(server):
@@ -76,6 +81,13 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         chrony_started = edited.check_output("systemctl show chrony -p ExecMainStartTimestampMonotonic")
         edited.run_test(f"echo '# edited by hand' >> {CHRONY} && rm -r {NO_CLOCK} && chmod 0644 {sudoers} {RECIPIENTS}")
         edited.run_test(f"ln -s /etc/nginx/sites-available/default {DEFAULT_SITE}")
+        # Drift 6: units of infra_services tasks: an exporter disabled and stopped, apt's timers
+        # stopped on one server and disabled on the other (the lab's servers take updates daily).
+        assert site_setting("common_unattended_upgrades_enabled") is True
+        edited.run_test(f"systemctl disable --now --quiet {EXPORTER} && systemctl disable --quiet {APT_TIMERS[1]}")
+        removed.run_test(f"systemctl stop {APT_TIMERS[0]}")
+        assert not edited.service(EXPORTER).is_running and not edited.service(EXPORTER).is_enabled
+        assert not removed.service(APT_TIMERS[0]).is_running
 
         run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring,web,backup")
         assert run.returncode == 0, run.stdout[-3000:]
@@ -100,3 +112,9 @@ def test_a_run_with_shortcuts_still_undoes_drift():
             "chrony was not restarted with its drop-in back"
         assert edited.file(sudoers).mode == 0o440 and edited.file(RECIPIENTS).mode == 0o600, "a mode opened by hand stayed"
         assert not edited.file(DEFAULT_SITE).exists, "the package's default site is enabled again"
+        assert edited.service(EXPORTER).is_running and edited.service(EXPORTER).is_enabled, \
+            "the exporter disabled and stopped by hand was not started and enabled again"
+        for server in (edited, removed):
+            for timer in APT_TIMERS:
+                assert server.service(timer).is_running and server.service(timer).is_enabled, \
+                    f"{timer} on {server.backend.hostname}, stopped or disabled by hand, was not mended"
