@@ -207,6 +207,37 @@ def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():
             server.run(f"ufw delete allow proto tcp from {client} to any port 9999")
 
 
+STRAY_VRRP = "-A ufw-before-input -p 112 -s 10.9.9.9/32 -j ACCEPT"
+OLD_RECORD = "/etc/ufw/infra-playbooks-rules.json"
+
+
+def test_ufw_shortcuts_still_mend_the_vrrp_block_the_ipv6_switch_and_old_files():
+    """The ufw tasks run only where the role's one read finds work (issue 19): a source added
+    by hand to the vrrp block of before.rules, IPv6 switched off and an earlier version's rule
+    record put back are all found by that read and mended, and the stray source is no longer
+    accepted by the running firewall."""
+    name = names_of("loadbalancers")[0]
+    server = get(name)
+    if server.ansible.get_variables().get("firewall_backend", "ufw") != "ufw":
+        pytest.skip("the iptables backend loads whole files")
+    with server.sudo():
+        block = server.check_output("sed -n '/^# BEGIN infra-playbooks firewall/,/^# END infra-playbooks firewall/p' "
+                                    "/etc/ufw/before.rules")
+        assert "-p 112" in block, "the load balancer has no vrrp block to drift"
+        server.run_test(f"sed -i '/^# END infra-playbooks firewall/i {STRAY_VRRP}' /etc/ufw/before.rules && ufw reload")
+        server.run_test(f"sed -i 's/^IPV6=.*/IPV6=no/' /etc/default/ufw && echo '{{}}' > {OLD_RECORD}")
+        assert "10.9.9.9" in server.check_output("iptables -S ufw-before-input")
+
+        run = playbook("--tags", "firewall", "--limit", name)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert recap(run)[name] >= 3, run.stdout[-3000:]
+        assert server.check_output("sed -n '/^# BEGIN infra-playbooks firewall/,/^# END infra-playbooks firewall/p' "
+                                   "/etc/ufw/before.rules") == block, "the vrrp block keeps its hand edit"
+        assert "10.9.9.9" not in server.check_output("iptables -S ufw-before-input"), "the stray source is still accepted"
+        assert server.check_output("grep ^IPV6= /etc/default/ufw") == "IPV6=yes"
+        assert not server.file(OLD_RECORD).exists, "the earlier version's rule record is back"
+
+
 # VRRP (IP protocol 112, no ports): a raw socket on a load balancer sees the packets its
 # firewall accepted; each source sends a few carrying a marker of its own.
 RAW_LISTEN = r"""
