@@ -1,8 +1,8 @@
 """A run with nothing to change takes shortcuts (README, "Speed"); none of them may hide drift.
 
-Each shortcut of issue 19 gets its drift here, all undone by one run of site.yml limited to two
-servers (the first load balancer and the last web server of the inventory), with the tags of
-the roles that took the shortcut:
+Each shortcut of issue 19 gets its drift here (the firewall's: test_firewall), all undone by one
+run of site.yml limited to two servers (the first load balancer and the last web server of the
+inventory), with the tags of the roles that took the shortcut:
 
 - the roles' own apt tasks skip the packages the common role's one transaction has just made
   sure of: a package removed by hand comes back, from that transaction;
@@ -16,7 +16,8 @@ the roles that took the shortcut:
 - the roles' files are made sure of in one read of the server per group of files
   (action_plugins/infra_files.py): a file edited by hand, a mode opened, a drop-in directory
   removed, a file to be absent put back, each in a different role's group, are all mended and
-  their handler runs (chrony restarted with its drop-in back). The run also proves that
+  their handler runs (chrony restarted with its drop-in back); the certificates' deploy hook,
+  made unexecutable on a load balancer, is mended by `--tags certs`. The run also proves that
   `--tags backup` alone works on a database server.
 - the units' states are read in one call of systemd per task (action_plugins/infra_services.py):
   an exporter disabled and stopped by hand, and apt's timers stopped or disabled by hand, run
@@ -39,6 +40,7 @@ NO_CLOCK = "/etc/systemd/system/chrony.service.d"  # the lab's containers may no
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 RECIPIENTS = "/etc/infra-backup/recipients.txt"  # roles/backup/vars/main.yml: backup_recipients_file
 EXPORTER = "prometheus-node-exporter"
+DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/50-haproxy.sh"
 APT_TIMERS = ("apt-daily.timer", "apt-daily-upgrade.timer")
 
 
@@ -89,7 +91,10 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert not edited.service(EXPORTER).is_running and not edited.service(EXPORTER).is_enabled
         assert not removed.service(APT_TIMERS[0]).is_running
 
-        run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring,web,backup")
+        # Drift 7: the certificates' deploy hook (certbot's infra_files group) made unexecutable.
+        removed.run_test(f"chmod 0644 {DEPLOY_HOOK}")
+
+        run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring,web,backup,certs")
         assert run.returncode == 0, run.stdout[-3000:]
         changed = recap(run)
         assert changed[first] >= 1 and changed[last] >= 1, changed
@@ -112,6 +117,7 @@ def test_a_run_with_shortcuts_still_undoes_drift():
             "chrony was not restarted with its drop-in back"
         assert edited.file(sudoers).mode == 0o440 and edited.file(RECIPIENTS).mode == 0o600, "a mode opened by hand stayed"
         assert not edited.file(DEFAULT_SITE).exists, "the package's default site is enabled again"
+        assert removed.file(DEPLOY_HOOK).mode == 0o755, "the deploy hook stays unexecutable"
         assert edited.service(EXPORTER).is_running and edited.service(EXPORTER).is_enabled, \
             "the exporter disabled and stopped by hand was not started and enabled again"
         for server in (edited, removed):
