@@ -14,7 +14,7 @@ Task arguments::
       files:
         - dest: /etc/chrony/chrony.conf             # an absolute path (required)
           content: "{{ lookup('ansible.builtin.template', 'chrony.conf.j2') }}"
-          owner: root                               # names, as the host knows them
+          owner: root                               # names, as the host knows them (or numeric ids)
           group: root
           mode: "0644"                              # octal, as a string
           validate: /usr/sbin/chronyd -p -f %s      # optional, run on the new file before it replaces the old
@@ -60,7 +60,8 @@ for path in sys.argv[1:]:
         group = grp.getgrgid(st.st_gid).gr_name
     except KeyError:
         group = str(st.st_gid)
-    seen = {"state": kind, "mode": "%04o" % stat.S_IMODE(st.st_mode), "owner": owner, "group": group}
+    seen = {"state": kind, "mode": "%04o" % stat.S_IMODE(st.st_mode), "owner": owner, "group": group,
+            "uid": st.st_uid, "gid": st.st_gid}
     if kind == "file":
         with open(path, "rb") as f:
             seen["sha1"] = hashlib.sha1(f.read()).hexdigest()
@@ -126,8 +127,16 @@ def differences(want, have):
     if want["state"] == "file":
         if hashlib.sha1(to_bytes(want["content"], errors="surrogate_or_strict")).hexdigest() != have.get("sha1"):
             found.append("content")
-    found.extend(key for key in ("owner", "group", "mode") if have.get(key) != want[key])
+    found.extend(key for key in ("owner", "group", "mode") if _seen(have, key, want[key]) != want[key])
     return found
+
+
+def _seen(have, key, wanted):
+    """The owner or group the host has, as a number where the item gives a numeric id."""
+    if key in ("owner", "group") and wanted.isdigit():
+        number = have.get("uid" if key == "owner" else "gid")
+        return None if number is None else str(number)
+    return have.get(key)
 
 
 class ActionModule(ActionBase):

@@ -116,3 +116,10 @@ def test_bad_items_are_refused_naming_the_item_and_the_field(files, says):
 def test_modes_are_compared_as_numbers():
     [want] = check_items([{"dest": "/etc/x", "content": "", "owner": "root", "group": "root", "mode": "644"}])
     assert want["mode"] == "0644" and want["state"] == "file"
+
+
+def test_numeric_owner_and_group_compare_with_the_ids(conf):
+    """An item may give ids (an account whose group is known by number): compared as numbers."""
+    assert differ(item(conf, owner=str(os.getuid()), group=str(os.getgid()))) == []
+    assert differ(item(conf, owner=str(os.getuid() + 1), group=str(os.getgid()))) == ["owner"]
+    assert differ(item(conf, owner=ME, group=str(os.getgid() + 1))) == ["group"]

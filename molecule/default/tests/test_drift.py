@@ -41,6 +41,7 @@ DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 RECIPIENTS = "/etc/infra-backup/recipients.txt"  # roles/backup/vars/main.yml: backup_recipients_file
 EXPORTER = "prometheus-node-exporter"
 DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/50-haproxy.sh"
+INTRUDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAddedByHandAddedByHandAddedByHandAddedBy intruder"
 APT_TIMERS = ("apt-daily.timer", "apt-daily-upgrade.timer")
 
 
@@ -93,6 +94,11 @@ def test_a_run_with_shortcuts_still_undoes_drift():
 
         # Drift 7: the certificates' deploy hook (certbot's infra_files group) made unexecutable.
         removed.run_test(f"chmod 0644 {DEPLOY_HOOK}")
+        # Drift 8: a key added by hand to the admin's authorized keys, their .ssh opened (both
+        # in common's infra_files group now; Drift 1's package is found by dpkg's read first).
+        home = edited.user(site_setting("common_admin_user")).home
+        keys = edited.file(f"{home}/.ssh/authorized_keys").content_string
+        edited.run_test(f"echo '{INTRUDER}' >> {home}/.ssh/authorized_keys && chmod 0755 {home}/.ssh")
 
         run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring,web,backup,certs")
         assert run.returncode == 0, run.stdout[-3000:]
@@ -118,6 +124,8 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert edited.file(sudoers).mode == 0o440 and edited.file(RECIPIENTS).mode == 0o600, "a mode opened by hand stayed"
         assert not edited.file(DEFAULT_SITE).exists, "the package's default site is enabled again"
         assert removed.file(DEPLOY_HOOK).mode == 0o755, "the deploy hook stays unexecutable"
+        assert edited.file(f"{home}/.ssh/authorized_keys").content_string == keys, "the key added by hand stayed"
+        assert edited.file(f"{home}/.ssh").mode == 0o700
         assert edited.service(EXPORTER).is_running and edited.service(EXPORTER).is_enabled, \
             "the exporter disabled and stopped by hand was not started and enabled again"
         for server in (edited, removed):
