@@ -1,0 +1,55 @@
+"""action_plugins/infra_packages.py: the arguments checked, dpkg's answer read.
+
+READ runs here through sh against this machine's own dpkg (a Debian system, as the servers):
+a package this machine has counts as installed, a name it has never heard of as missing, and
+the lists' age is a number of seconds."""
+
+import subprocess
+
+import pytest
+from ansible.errors import AnsibleActionFail
+
+from infra_packages import READ, check_args, read_answer
+
+
+def test_read_answer_counts_installed_and_held_packages_only():
+    out = ("ii  nginx\nhi  mariadb-server\nrc  ufw\nun  iptables-persistent\n"
+           "iU  half-configured\nlists-age 120\n")
+    names = ["nginx", "mariadb-server", "ufw", "iptables-persistent", "half-configured", "never-heard"]
+    missing, age = read_answer(out, names)
+    assert missing == ["ufw", "iptables-persistent", "half-configured", "never-heard"]
+    assert age == 120
+
+
+def test_a_name_that_is_not_plain_is_left_to_apt():
+    missing, age = read_answer("ii  nginx\n", ["nginx", "nginx=1.22*", "libc6:amd64"])
+    assert missing == ["nginx=1.22*", "libc6:amd64"]
+    assert age is None
+
+
+def test_read_runs_against_dpkg():
+    """The command itself, on this machine's dpkg: dpkg is installed, the other name is not."""
+    out = subprocess.run(["sh", "-c", READ.format(names="dpkg no-such-package-here")], check=True,
+                         capture_output=True, text=True).stdout
+    missing, age = read_answer(out, ["dpkg", "no-such-package-here"])
+    assert missing == ["no-such-package-here"]
+    assert age is None or age >= 0
+
+
+def test_check_args_takes_a_name_or_a_list():
+    assert check_args({"name": "nginx"}) == (["nginx"], None, False)
+    assert check_args({"name": ["a", "b"], "cache_valid_time": "3600", "install_recommends": True}) == (["a", "b"], 3600, True)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({}, "name: expected a package name or a non-empty list"),
+    ({"name": []}, "name: expected a package name or a non-empty list"),
+    ({"name": ["a", ""]}, "name: expected a package name or a non-empty list"),
+    ({"name": "a", "state": "absent"}, r"unknown field\(s\) state"),
+    ({"name": "a", "cache_valid_time": "soon"}, "cache_valid_time: expected seconds, got 'soon'"),
+    ({"name": "a", "cache_valid_time": -1}, "cache_valid_time: expected seconds, got -1"),
+    ({"name": "a", "install_recommends": "no"}, "install_recommends: expected true or false, got 'no'"),
+])
+def test_check_args_names_the_field(args, message):
+    with pytest.raises(AnsibleActionFail, match=message):
+        check_args(args)
