@@ -17,7 +17,8 @@ inventory), with the tags of the roles that took the shortcut:
   (action_plugins/infra_files.py): a file edited by hand, a mode opened, a drop-in directory
   removed, a file to be absent put back, each in a different role's group, are all mended and
   their handler runs (chrony restarted with its drop-in back); the certificates' deploy hook,
-  made unexecutable on a load balancer, is mended by `--tags certs`. The run also proves that
+  made unexecutable on a load balancer, and the renewal's challenge port changed on the
+  issuer, are mended by `--tags certs`. The run also proves that
   `--tags backup` alone works on a database server.
 - the units' states are read in one call of systemd per task (action_plugins/infra_services.py):
   an exporter disabled and stopped by hand, and apt's timers stopped or disabled by hand, run
@@ -92,8 +93,14 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert not edited.service(EXPORTER).is_running and not edited.service(EXPORTER).is_enabled
         assert not removed.service(APT_TIMERS[0]).is_running
 
-        # Drift 7: the certificates' deploy hook (certbot's infra_files group) made unexecutable.
+        # Drift 7: the certificates' deploy hook (certbot's infra_files group) made unexecutable;
+        # on the issuer (the first load balancer, certbot_issuer's default), the renewal's
+        # challenge port changed by hand (read with the certificate, set again by ini_file).
         removed.run_test(f"chmod 0644 {DEPLOY_HOOK}")
+        renewal = removed.check_output("ls /etc/letsencrypt/renewal/*.conf")
+        port = removed.check_output(f"sed -n 's/^http01_port = //p' {renewal}")
+        assert port.isdigit(), f"{renewal} has no http01_port"
+        removed.run_test(f"sed -i 's/^http01_port = .*/http01_port = 9/' {renewal}")
         # Drift 8: a key added by hand to the admin's authorized keys, their .ssh opened (both
         # in common's infra_files group now; Drift 1's package is found by dpkg's read first).
         home = edited.user(site_setting("common_admin_user")).home
@@ -124,6 +131,8 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert edited.file(sudoers).mode == 0o440 and edited.file(RECIPIENTS).mode == 0o600, "a mode opened by hand stayed"
         assert not edited.file(DEFAULT_SITE).exists, "the package's default site is enabled again"
         assert removed.file(DEPLOY_HOOK).mode == 0o755, "the deploy hook stays unexecutable"
+        assert removed.check_output(f"sed -n 's/^http01_port = //p' {renewal}") == port, \
+            "the renewal's challenge port keeps its hand edit"
         assert edited.file(f"{home}/.ssh/authorized_keys").content_string == keys, "the key added by hand stayed"
         assert edited.file(f"{home}/.ssh").mode == 0o700
         assert edited.service(EXPORTER).is_running and edited.service(EXPORTER).is_enabled, \
