@@ -12,7 +12,7 @@ Task arguments (those of ``ansible.builtin.apt`` it uses)::
     infra_packages:
       name: [nginx, ssl-cert]          # plain package names (a string for one)
       cache_valid_time: 3600           # optional: lists older than this (seconds) are refreshed
-      update_cache: true               # optional: with cache_valid_time, as apt takes it
+      update_cache: true               # optional, only with cache_valid_time (default true)
       install_recommends: false        # optional (default false)
 
 A name that is not a plain package name (a version, a wildcard, an architecture) always goes
@@ -36,7 +36,8 @@ READ = ("dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}}\\n' -- {names} 2>/
 
 
 def check_args(args):
-    """The task's arguments, checked: returns (names, cache_valid_time or None, install_recommends).
+    """The task's arguments, checked: returns (names, cache_valid_time or None, install_recommends,
+    update_cache).
 
     Raises AnsibleActionFail naming the field.
     """
@@ -59,7 +60,14 @@ def check_args(args):
     recommends = args.get("install_recommends", False)
     if not isinstance(recommends, bool):
         raise AnsibleActionFail(f"infra_packages: install_recommends: expected true or false, got {recommends!r}")
-    return names, valid, recommends
+    # The lists are refreshed only when older than cache_valid_time: update_cache says no more.
+    update = args.get("update_cache", True)
+    if not isinstance(update, bool):
+        raise AnsibleActionFail(f"infra_packages: update_cache: expected true or false, got {update!r}")
+    if "update_cache" in args and valid is None:
+        raise AnsibleActionFail("infra_packages: update_cache: needs cache_valid_time (the lists are refreshed "
+                                "only when older than it)")
+    return names, valid, recommends, update
 
 
 def read_answer(out, names):
@@ -87,7 +95,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        names, valid, recommends = check_args(self._task.args)
+        names, valid, recommends, update = check_args(self._task.args)
         plain = [n for n in names if PLAIN.match(n)]
         missing, age = names, None
         if plain:  # dpkg-query without a name would list every package
@@ -102,7 +110,7 @@ class ActionModule(ActionBase):
             return result
         args = {"name": names, "state": "present", "install_recommends": recommends}
         if valid is not None:
-            args.update(cache_valid_time=valid, update_cache=bool(self._task.args.get("update_cache", True)))
+            args.update(cache_valid_time=valid, update_cache=update)
         sub = self._execute_module(module_name="ansible.legacy.apt", module_args=args, task_vars=task_vars)
         sub.update(missing=missing, lists_age=age)
         return sub

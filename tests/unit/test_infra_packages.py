@@ -37,8 +37,9 @@ def test_read_runs_against_dpkg():
 
 
 def test_check_args_takes_a_name_or_a_list():
-    assert check_args({"name": "nginx"}) == (["nginx"], None, False)
-    assert check_args({"name": ["a", "b"], "cache_valid_time": "3600", "install_recommends": True}) == (["a", "b"], 3600, True)
+    assert check_args({"name": "nginx"}) == (["nginx"], None, False, True)
+    assert check_args({"name": ["a", "b"], "cache_valid_time": "3600", "install_recommends": True}) == (["a", "b"], 3600, True, True)
+    assert check_args({"name": "a", "cache_valid_time": 0, "update_cache": False}) == (["a"], 0, False, False)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -49,6 +50,8 @@ def test_check_args_takes_a_name_or_a_list():
     ({"name": "a", "cache_valid_time": "soon"}, "cache_valid_time: expected seconds, got 'soon'"),
     ({"name": "a", "cache_valid_time": -1}, "cache_valid_time: expected seconds, got -1"),
     ({"name": "a", "install_recommends": "no"}, "install_recommends: expected true or false, got 'no'"),
+    ({"name": "a", "cache_valid_time": 60, "update_cache": "no"}, "update_cache: expected true or false, got 'no'"),
+    ({"name": "a", "update_cache": True}, "update_cache: needs cache_valid_time"),
 ])
 def test_check_args_names_the_field(args, message):
     with pytest.raises(AnsibleActionFail, match=message):
