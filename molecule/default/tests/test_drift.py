@@ -18,7 +18,7 @@ inventory), with the tags of the roles that took the shortcut:
   removed, a file to be absent put back, each in a different role's group, are all mended and
   their handler runs (chrony restarted with its drop-in back); the certificates' deploy hook,
   made unexecutable on a load balancer, and the renewal's challenge port changed on the
-  issuer, are mended by a `--tags certs` run. The run also proves that
+  issuer, are mended by a `--tags certs` run limited to the issuer. The runs also prove that
   `--tags backup` alone works on a database server.
 - the units' states are read in one call of systemd per task (action_plugins/infra_services.py):
   an exporter disabled and stopped by hand, and apt's timers stopped or disabled by hand, run
@@ -111,8 +111,9 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert run.returncode == 0, run.stdout[-3000:]
         changed = recap(run)
         assert changed[first] >= 1 and changed[last] >= 1, changed
-        # The certificate play as operators run it (the issuer reads its peers' host keys).
-        run = playbook("--tags", "certs")
+        # The certificate play as operators run it, on the issuer alone: it reads its peers' host
+        # keys itself, so the other load balancers need not be in the run.
+        run = playbook("--limit", first, "--tags", "certs")
         assert run.returncode == 0, run.stdout[-3000:]
         assert recap(run)[first] >= 2, run.stdout[-3000:]
 

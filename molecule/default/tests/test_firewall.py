@@ -9,6 +9,7 @@ because the firewall role always allows it.
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -177,9 +178,22 @@ def test_policy_opens_ssh_only_for_the_certificate():
 MARKER = "-p tcp --dport 9 -m comment --comment reload-marker -j DROP"
 
 
+PROOF = "firewall : Prove that Ansible still reaches the host"
+
+
+def proof_on(run, name):
+    """How the run's fresh connection through the new rules ended on host ``name``: 'ok', 'skipping'..."""
+    section = run.stdout.split(f"TASK [{PROOF}]", 1)[1].split("\nTASK [", 1)[0].split("\nPLAY [", 1)[0]
+    found = re.search(rf"^(\w+): \[{re.escape(name)}\]", section, re.M)
+    assert found, section
+    return found.group(1)
+
+
 def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():
     """A run with nothing to change must not reload ufw (every reload flushes and rebuilds its
-    chains); a rule added by hand with `ufw allow` is drift, and the next run removes it."""
+    chains), and keeps its connection (nothing to prove through unchanged rules); a rule added
+    by hand with `ufw allow` is drift, and the next run removes it and proves, through a fresh
+    connection, that Ansible still gets in."""
     name = names_of("webservers")[-1]
     server = get(name)
     if server.ansible.get_variables().get("firewall_backend", "ufw") != "ufw":
@@ -193,6 +207,7 @@ def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():
             assert run.returncode == 0, run.stdout[-3000:]
             assert recap(run)[name] == 0, run.stdout[-3000:]
             assert server.run(f"iptables -C ufw-user-input {MARKER}").rc == 0, "a no-change run reloaded ufw"
+            assert proof_on(run, name) == "skipping", "a no-change run opened a new connection to prove nothing"
 
             server.run_test(f"ufw allow proto tcp from {client} to any port 9999")
             assert "9999" in server.check_output("ufw show added")
@@ -202,6 +217,7 @@ def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():
             assert "9999" not in server.check_output("ufw show added"), "the rule added by hand is still there"
             assert f"{client}" not in server.check_output("iptables -S ufw-user-input")
             assert server.run(f"iptables -C ufw-user-input {MARKER}").rc != 0, "the removal did not reload ufw"
+            assert proof_on(run, name) == "ok", "the changed rules were not proven by a fresh connection"
         finally:
             server.run(f"iptables -D ufw-user-input {MARKER}")
             server.run(f"ufw delete allow proto tcp from {client} to any port 9999")

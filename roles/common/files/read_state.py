@@ -1,42 +1,95 @@
 """The common role's one read of a server (tasks/read.yml): what its tasks would otherwise ask
 in a call each. Arguments: the admin's user name, the minimum bits of sshd's moduli, and
-whether to simulate apt's upgrade (1 or 0). Prints one JSON object:
+whether to simulate apt's upgrade (1 or 0), and whether the simulation may be kept for the next
+run (1 or 0: not in check mode). Prints one JSON object:
 
 - sources: Debian's sources files as `cat` prints them (the mirror in use is kept);
-- simulated: `apt-get -s upgrade`'s output (the pending security updates), or null;
+- simulated: `apt-get -s upgrade`'s output (the pending security updates), or null. It depends
+  only on apt's inputs (dpkg's status, the package lists, apt's configuration and pins): it is
+  kept in CACHE with a digest of their paths, sizes and modification times, and simulated again
+  only when one of them changed (a package installed or removed, the lists refreshed, a pin);
 - admin: the account's passwd entry (home, gid, shell), its groups, whether its home exists;
 - moduli_differ: whether dropping the short moduli would change /etc/ssh/moduli.
 """
 import grp
+import hashlib
 import json
 import os
 import pwd
 import subprocess
 import sys
 
-user, min_bits, simulate = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-out = {"sources": "", "simulated": None, "admin": {"exists": False}, "moduli_differ": False}
-for path in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
+CACHE = "/var/cache/infra-playbooks/apt-upgrade-simulation.json"
+# Everything `apt-get -s upgrade` reads: dpkg's database, apt's own state, the lists, the configuration.
+APT_INPUTS = ("/var/lib/dpkg/status", "/var/lib/dpkg/arch", "/var/lib/apt/extended_states", "/var/lib/apt/lists",
+              "/etc/apt")
+
+
+def apt_inputs_digest():
+    """A digest of the path, size and modification time of every file apt's simulation reads."""
+    seen = []
+    for top in APT_INPUTS:
+        walk = os.walk(top) if os.path.isdir(top) else [(os.path.dirname(top), [], [os.path.basename(top)])]
+        for folder, dirs, files in walk:
+            dirs[:] = sorted(d for d in dirs if d != "partial")
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue
+                seen.append(f"{path} {info.st_size} {info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(seen).encode()).hexdigest()
+
+
+def simulate_upgrade(keep):
+    """apt-get -s upgrade's output, from CACHE when apt's inputs have not changed since it was kept."""
+    digest = apt_inputs_digest()
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            out["sources"] += handle.read()
-    except OSError:
+        with open(CACHE, encoding="utf-8") as handle:
+            cached = json.load(handle)
+        if cached.get("inputs") == digest:
+            return cached["output"]
+    except (OSError, ValueError, KeyError, AttributeError):
         pass
-if simulate:
     run = subprocess.run(["apt-get", "-s", "-o", "Debug::NoLocking=1", "upgrade"], capture_output=True, text=True,
                          env=dict(os.environ, LC_ALL="C"))
     if run.returncode != 0:
         sys.exit(f"apt-get -s upgrade failed: {run.stderr.strip()[-500:]}")
-    out["simulated"] = run.stdout
-try:
-    entry = pwd.getpwnam(user)
-    groups = sorted({g.gr_name for g in grp.getgrall() if user in g.gr_mem} | {grp.getgrgid(entry.pw_gid).gr_name})
-    out["admin"] = {"exists": True, "home": entry.pw_dir, "gid": entry.pw_gid, "shell": entry.pw_shell,
-                    "groups": groups, "home_exists": os.path.isdir(entry.pw_dir)}
-except KeyError:
-    pass
-if min_bits > 0 and os.path.exists("/etc/ssh/moduli"):
-    # The same awk as the task that rewrites the file (tasks/ssh.yml), compared with it.
-    differ = subprocess.run(["sh", "-c", f"awk '$5 >= {min_bits}' /etc/ssh/moduli | cmp -s - /etc/ssh/moduli"])
-    out["moduli_differ"] = differ.returncode != 0
-print(json.dumps(out))
+    if keep:
+        os.makedirs(os.path.dirname(CACHE), mode=0o700, exist_ok=True)
+        with open(CACHE + ".new", "w", encoding="utf-8") as handle:
+            json.dump({"inputs": digest, "output": run.stdout}, handle)
+        os.replace(CACHE + ".new", CACHE)
+    return run.stdout
+
+
+def main(argv):
+    """Print the read's JSON object for these arguments (see the module's docstring)."""
+    user, min_bits, simulate = argv[1], int(argv[2]), argv[3] == "1"
+    keep = len(argv) > 4 and argv[4] == "1"
+    out = {"sources": "", "simulated": None, "admin": {"exists": False}, "moduli_differ": False}
+    for path in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                out["sources"] += handle.read()
+        except OSError:
+            pass
+    if simulate:
+        out["simulated"] = simulate_upgrade(keep)
+    try:
+        entry = pwd.getpwnam(user)
+        groups = sorted({g.gr_name for g in grp.getgrall() if user in g.gr_mem} | {grp.getgrgid(entry.pw_gid).gr_name})
+        out["admin"] = {"exists": True, "home": entry.pw_dir, "gid": entry.pw_gid, "shell": entry.pw_shell,
+                        "groups": groups, "home_exists": os.path.isdir(entry.pw_dir)}
+    except KeyError:
+        pass
+    if min_bits > 0 and os.path.exists("/etc/ssh/moduli"):
+        # The same awk as the task that rewrites the file (tasks/ssh.yml), compared with it.
+        differ = subprocess.run(["sh", "-c", f"awk '$5 >= {min_bits}' /etc/ssh/moduli | cmp -s - /etc/ssh/moduli"])
+        out["moduli_differ"] = differ.returncode != 0
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

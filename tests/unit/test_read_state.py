@@ -1,0 +1,86 @@
+"""roles/common/files/read_state.py: apt's simulated upgrade is kept between runs and simulated
+again as soon as anything apt reads changes (a package installed, the lists refreshed, a pin).
+
+The script runs on the servers (`python3 -c`); here its functions run against files of a
+temporary folder standing for apt's inputs, with apt-get replaced by a counter."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "roles/common/files/read_state.py"
+
+
+@pytest.fixture
+def read_state(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("read_state", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists/partial").mkdir()
+    (tmp_path / "lists/deb_dists_bookworm_InRelease").write_text("one")
+    (tmp_path / "status").write_text("Package: nginx\n")
+    (tmp_path / "etc/preferences.d").mkdir(parents=True)
+    monkeypatch.setattr(module, "APT_INPUTS", (str(tmp_path / "status"), str(tmp_path / "missing"),
+                                               str(tmp_path / "lists"), str(tmp_path / "etc")))
+    monkeypatch.setattr(module, "CACHE", str(tmp_path / "cache/apt-upgrade-simulation.json"))
+    calls = []
+
+    def apt_get(argv, **_):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=f"Inst libssl3 (simulation {len(calls)})\n", stderr="")
+    monkeypatch.setattr(module.subprocess, "run", apt_get)
+    module.calls = calls
+    return module
+
+
+def test_the_simulation_is_kept_and_read_back_while_apt_inputs_stay(read_state):
+    first = read_state.simulate_upgrade(keep=True)
+    assert first == "Inst libssl3 (simulation 1)\n"
+    assert read_state.simulate_upgrade(keep=True) == first
+    assert len(read_state.calls) == 1
+    kept = pathlib.Path(read_state.CACHE)
+    assert oct(kept.parent.stat().st_mode & 0o777) == "0o700"
+    assert json.loads(kept.read_text())["output"] == first
+
+
+@pytest.mark.parametrize("change", ["refreshed list", "new list", "dpkg status", "pin added", "partial only"])
+def test_any_change_to_what_apt_reads_simulates_again(read_state, tmp_path, change):
+    read_state.simulate_upgrade(keep=True)
+    if change == "refreshed list":
+        target = tmp_path / "lists/deb_dists_bookworm_InRelease"
+        os.utime(target, ns=(1, target.stat().st_mtime_ns + 1_000_000))
+    elif change == "new list":
+        (tmp_path / "lists/deb_dists_bookworm-security_InRelease").write_text("two")
+    elif change == "dpkg status":
+        (tmp_path / "status").write_text("Package: nginx\n\nPackage: curl\n")
+    elif change == "pin added":
+        (tmp_path / "etc/preferences.d/pin").write_text("Package: *\n")
+    else:
+        (tmp_path / "lists/partial/download").write_text("half")
+    again = read_state.simulate_upgrade(keep=True)
+    if change == "partial only":  # apt's downloads in progress are not its input
+        assert len(read_state.calls) == 1
+    else:
+        assert len(read_state.calls) == 2 and again.endswith("(simulation 2)\n")
+
+
+def test_check_mode_keeps_nothing_and_a_damaged_cache_is_simulated_again(read_state):
+    read_state.simulate_upgrade(keep=False)
+    assert not os.path.exists(read_state.CACHE)
+    os.makedirs(os.path.dirname(read_state.CACHE))
+    pathlib.Path(read_state.CACHE).write_text("{not json")
+    assert read_state.simulate_upgrade(keep=True).endswith("(simulation 2)\n")
+    assert read_state.simulate_upgrade(keep=True).endswith("(simulation 2)\n")
+
+
+def test_a_failing_simulation_stops_the_read_with_apt_own_words(read_state, monkeypatch):
+    monkeypatch.setattr(read_state.subprocess, "run", lambda argv, **_: subprocess.CompletedProcess(
+        argv, 100, stdout="", stderr="E: The package lists or status file could not be parsed"))
+    with pytest.raises(SystemExit, match="could not be parsed"):
+        read_state.simulate_upgrade(keep=True)
+    assert not os.path.exists(read_state.CACHE)
