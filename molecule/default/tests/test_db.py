@@ -132,6 +132,28 @@ def test_a_second_converge_of_the_databases_changes_nothing():
     assert all(changed[name] == 0 for name in [PRIMARY, *REPLICAS]), changed
 
 
+def test_accounts_changed_by_hand_are_made_right_by_the_next_run():
+    """The accounts' module calls are skipped where neither the accounts wanted nor the tables of
+    accounts changed since the role last made sure of them (one read of their checksums): a
+    privilege granted and a password set by hand change a checksum, and the next run undoes both."""
+    name = REPLICAS[-1]
+    server = get(name)
+    peer = address(PRIMARY)
+    account = f"'{site_setting('mysql_replication_user')}'@'{peer}'"
+    grants = f"SHOW GRANTS FOR {account}"
+    wanted = sql(server, grants)
+    assert "SELECT" not in wanted[0][0], wanted
+    sql(server, f"SET sql_log_bin = 0; GRANT SELECT ON *.* TO {account}; "
+                f"SET PASSWORD FOR '{USER}'@'localhost' = PASSWORD('set-by-hand')")
+    run = playbook("--tags", "db", "--limit", name)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert recap(run)[name] >= 1, run.stdout[-3000:]
+    assert sql(server, grants) == wanted, "the privilege granted by hand is still there"
+    with server.sudo():
+        login = server.run(f"mariadb -u {USER} -p{secret('mysql_app_password')} {DB} -e 'SELECT 1'")
+    assert login.rc == 0, f"the application's password set by hand stayed: {login.stderr}"
+
+
 WRITER = r"""
 import os, ssl, sys, time, pymysql
 host, password, out = sys.argv[1], sys.argv[2], sys.argv[3]
