@@ -119,8 +119,81 @@ def infra_pki_cert_drift(read, ca_pem, name, sans, usages, renew_days, group="ro
     return reasons
 
 
+def infra_pki_ca_drift(ca_pem, ca_key, passphrase, common_name, modes=""):
+    """What differs between the CA on the controller and the one the role makes (tasks/ca.yml):
+    a list of reasons, empty when the CA's three modules have nothing to do.
+
+    ``ca_pem``, ``ca_key``: the contents of ``ca.pem`` and ``ca.key`` ('' when missing).
+    ``passphrase``: ``pki_ca_passphrase``, which must open the key. ``common_name``:
+    ``pki_ca_common_name``. ``modes``: ``stat -c '%n %a'`` of both files, one per line (the key is
+    0600, the certificate 0644). The certificate must be self-signed by that key (an ECC secp384r1
+    key), name ``common_name`` alone, and be a CA for one level (basic constraints CA:TRUE,
+    pathlen:0) that signs certificates and CRLs only, both extensions critical: what the role's
+    request asks for. Its dates are not checked, as the module does not (``ignore_timestamps``).
+    Raises AnsibleFilterError naming the field on bad arguments.
+    """
+    for field, value in (("ca.pem", ca_pem), ("ca.key", ca_key), ("pki_ca_passphrase", passphrase),
+                         ("pki_ca_common_name", common_name), ("modes", modes)):
+        if value is not None and not isinstance(value, str):
+            raise AnsibleFilterError(f"{field}: expected a string, got {type(value).__name__}")
+    if not passphrase:
+        raise AnsibleFilterError("pki_ca_passphrase: empty")
+    if not common_name:
+        raise AnsibleFilterError("pki_ca_common_name: empty")
+    reasons = []
+    found_modes = dict(line.rsplit(" ", 1) for line in (modes or "").splitlines() if " " in line)
+    for name, mode in (("ca.key", "600"), ("ca.pem", "644")):
+        have = next((m for path, m in found_modes.items() if path.endswith("/" + name) or path == name), None)
+        if have is not None and have != mode:
+            reasons.append(f"{name} has mode {have}, want {mode}")
+    if not ca_key:
+        return reasons + ["no CA key"]
+    try:
+        key = serialization.load_pem_private_key(ca_key.encode(), password=passphrase.encode())
+    except (ValueError, TypeError):
+        return reasons + ["the CA key cannot be read with pki_ca_passphrase"]
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
+        reasons.append("the CA key is not ECC secp384r1")
+    if not ca_pem:
+        return reasons + ["no CA certificate"]
+    try:
+        cert = x509.load_pem_x509_certificate(ca_pem.encode())
+    except ValueError:
+        return reasons + ["the CA certificate cannot be read"]
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(serialization.Encoding.PEM, public) != \
+            key.public_key().public_bytes(serialization.Encoding.PEM, public):
+        return reasons + ["the CA certificate is not of the CA key"]
+    names = [(a.oid, a.value) for a in cert.subject]
+    if names != [(NameOID.COMMON_NAME, common_name)]:
+        reasons.append(f"subject {cert.subject.rfc4514_string()}, want CN={common_name}")
+    if cert.issuer != cert.subject:
+        reasons.append("not self-signed")
+    else:
+        try:
+            key.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+        except InvalidSignature:
+            reasons.append("not signed by the CA key")
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        if not (constraints.critical and constraints.value.ca and constraints.value.path_length == 0):
+            reasons.append("basic constraints are not critical CA:TRUE, pathlen:0")
+    except x509.ExtensionNotFound:
+        reasons.append("no basic constraints")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+        value = usage.value
+        others = (value.digital_signature, value.content_commitment, value.key_encipherment,
+                  value.data_encipherment, value.key_agreement)
+        if not (usage.critical and value.key_cert_sign and value.crl_sign and not any(others)):
+            reasons.append("key usage is not critical keyCertSign, cRLSign")
+    except x509.ExtensionNotFound:
+        reasons.append("no key usage")
+    return reasons
+
+
 class FilterModule:  # pylint: disable=too-few-public-methods
     """Ansible filters of the internal CA."""
 
     def filters(self):
-        return {"infra_pki_cert_drift": infra_pki_cert_drift}
+        return {"infra_pki_cert_drift": infra_pki_cert_drift, "infra_pki_ca_drift": infra_pki_ca_drift}

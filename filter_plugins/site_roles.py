@@ -24,6 +24,22 @@ def _play_groups(play, index):
     return parts
 
 
+IMPORT_ROLE = ("ansible.builtin.import_role", "import_role")
+
+
+def _play_role_entries(play):
+    """A play's role entries: its ``roles:``, then the ``import_role`` tasks of its ``tasks:`` (the
+    static form site.yml uses, which can skip Ansible's second pass over an argument spec the
+    preflight has checked). ``include_role`` tasks are dynamic and not read (the preflight's)."""
+    entries = list(play.get("roles") or [])
+    for task in play.get("tasks") or []:
+        if isinstance(task, dict):
+            for key in IMPORT_ROLE:
+                if key in task:
+                    entries.append(task[key])
+    return entries
+
+
 def _play_runs(play, run_tags, skip_tags):
     """Whether a play's tasks run under ``--tags run_tags --skip-tags skip_tags`` (Ansible's
     rules: ``always`` unless skipped by name, ``all``, ``tagged``, ``untagged``, ``never``); the
@@ -43,9 +59,10 @@ def infra_site_roles(plays, group_names, run_tags=None, skip_tags=None):
     """The roles site.yml's plays run on a host in ``group_names``, in play order, each once.
 
     ``plays``: site.yml, parsed. A play's roles are its ``roles:`` entries (a name, or a mapping
-    with ``role``); its hosts a union of groups (``db_primary:db_replica``). Plays whose pattern is
-    templated are left out (the backup hosts' play, outside ``servers``, includes its roles in
-    tasks), and so are plays without ``roles:`` (the preflight). ``run_tags``, ``skip_tags``
+    with ``role``) and its ``import_role`` tasks (a mapping with ``name``); its hosts a union of
+    groups (``db_primary:db_replica``). Plays whose pattern is templated are left out (the backup
+    hosts' play, outside ``servers``, includes its roles in tasks), and so are plays without
+    either (the preflight, whose ``include_role`` tasks are not read). ``run_tags``, ``skip_tags``
     (Ansible's ``ansible_run_tags``, ``ansible_skip_tags``): only the plays this run's tags
     select (``--tags certs``: the certificates' play alone); None, every play. Raises
     AnsibleFilterError naming the play whose pattern or roles cannot be read.
@@ -59,12 +76,13 @@ def infra_site_roles(plays, group_names, run_tags=None, skip_tags=None):
             raise AnsibleFilterError(f"{name} must be a list of tags")
     found = []
     for index, play in enumerate(plays):
-        if not isinstance(play, dict) or not play.get("roles"):
+        entries = _play_role_entries(play) if isinstance(play, dict) else []
+        if not entries:
             continue
         groups = _play_groups(play, index)
         if groups is None or not set(groups) & set(group_names) or not _play_runs(play, run_tags, skip_tags):
             continue
-        for entry in play["roles"]:
+        for entry in entries:
             role = entry.get("role", entry.get("name")) if isinstance(entry, dict) else entry
             if not isinstance(role, str) or not role or "{{" in role:
                 raise AnsibleFilterError(f"play {index + 1} ('{play.get('name', 'unnamed')}'): a role entry "

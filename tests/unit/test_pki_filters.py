@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pki import FilterModule, infra_pki_cert_drift
+from pki import FilterModule, infra_pki_ca_drift, infra_pki_cert_drift
 
 NOW = datetime.datetime(2026, 12, 3, tzinfo=datetime.timezone.utc)
 SANS = ["DNS:web-01", "DNS:www.foobar.com", "IP:172.30.10.21"]
@@ -105,3 +105,99 @@ def test_no_ca_yet_is_a_reason_and_bad_arguments_name_their_field():
         infra_pki_cert_drift(read(), "not a pem", "nginx", SANS, ["serverAuth"], 30)
     with pytest.raises(AnsibleFilterError, match="registered result"):
         drift("stdout")
+
+
+# The CA on the controller (infra_pki_ca_drift): what tasks/ca_make.yml makes, a passphrase-encrypted
+# ECC secp384r1 key and a self-signed certificate naming the CA alone, critical CA:TRUE pathlen:0
+# and critical keyCertSign, cRLSign.
+PASSPHRASE, CA_NAME = "a passphrase", "infra-playbooks internal CA"
+ROLE_CA_KEY = ec.generate_private_key(ec.SECP384R1())
+MODES = "/inv/pki/ca.key 600\n/inv/pki/ca.pem 644\n"
+
+
+def role_ca(key=ROLE_CA_KEY, name=CA_NAME, path_length=0, usage=None, critical=True, signer=None, issuer=None):
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    usage = usage or x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                   data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                   encipher_only=False, decipher_only=False)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer or subject).public_key(key.public_key())
+            .serial_number(7).not_valid_before(NOW - datetime.timedelta(days=1))
+            .not_valid_after(NOW + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=critical)
+            .add_extension(usage, critical=critical).sign(signer or key, hashes.SHA256()))
+
+
+def encrypted(key, passphrase=PASSPHRASE):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.BestAvailableEncryption(passphrase.encode())).decode()
+
+
+def ca_drift(cert=None, key=None, modes=MODES, passphrase=PASSPHRASE, name=CA_NAME):
+    cert = pem(role_ca()) if cert is None else cert
+    key = encrypted(ROLE_CA_KEY) if key is None else key
+    return infra_pki_ca_drift(cert, key, passphrase, name, modes)
+
+
+def test_the_ca_the_role_made_is_current():
+    assert ca_drift() == []
+    assert ca_drift(modes="") == []  # modes unknown: nothing said about them
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("no key", "no CA key"),
+    ("no certificate", "no CA certificate"),
+    ("wrong passphrase", "cannot be read with pki_ca_passphrase"),
+    ("key opened to 0644", "ca.key has mode 644, want 600"),
+    ("certificate at 0600", "ca.pem has mode 600, want 644"),
+    ("another curve", "not ECC secp384r1"),
+    ("certificate of another key", "not of the CA key"),
+    ("another name", "subject CN=someone else, want CN=infra-playbooks internal CA"),
+    ("issued by another CA", "not self-signed"),
+    ("any path length", "basic constraints are not critical CA:TRUE, pathlen:0"),
+    ("extensions not critical", "key usage is not critical keyCertSign, cRLSign"),
+    ("signs documents too", "key usage is not critical keyCertSign, cRLSign"),
+    ("garbage certificate", "the CA certificate cannot be read"),
+])
+def test_each_difference_from_what_the_role_makes_is_named(case, reason):
+    other = ec.generate_private_key(ec.SECP384R1())
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    signing = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                            encipher_only=False, decipher_only=False)
+    args = {
+        "no key": {"key": ""},
+        "no certificate": {"cert": ""},
+        "wrong passphrase": {"passphrase": "not it"},
+        "key opened to 0644": {"modes": MODES.replace(" 600", " 644")},
+        "certificate at 0600": {"modes": MODES.replace(" 644", " 600")},
+        "another curve": {"key": encrypted(p256), "cert": pem(role_ca(key=p256))},
+        "certificate of another key": {"cert": pem(role_ca(key=other))},
+        "another name": {"cert": pem(role_ca(name="someone else"))},
+        "issued by another CA": {"cert": pem(role_ca(issuer=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])))},
+        "any path length": {"cert": pem(role_ca(path_length=None))},
+        "extensions not critical": {"cert": pem(role_ca(critical=False))},
+        "signs documents too": {"cert": pem(role_ca(usage=signing))},
+        "garbage certificate": {"cert": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"},
+    }[case]
+    found = ca_drift(**args)
+    assert any(reason in r for r in found), found
+
+
+def test_a_certificate_signed_by_another_key_under_the_same_name_is_refused():
+    forged = role_ca(signer=ec.generate_private_key(ec.SECP384R1()))
+    assert ca_drift(cert=pem(forged)) == ["not signed by the CA key"]
+
+
+@pytest.mark.parametrize("field, kwargs", [
+    ("pki_ca_passphrase", {"passphrase": ""}),
+    ("pki_ca_common_name", {"name": ""}),
+    ("ca.pem", {"cert": 42}),
+    ("modes", {"modes": ["ca.key 600"]}),
+])
+def test_bad_arguments_name_the_field(field, kwargs):
+    with pytest.raises(AnsibleFilterError, match=field):
+        ca_drift(**kwargs)
+
+
+def test_the_ca_filter_is_registered():
+    assert FilterModule().filters()["infra_pki_ca_drift"] is infra_pki_ca_drift

@@ -21,8 +21,9 @@ def played_roles():
     """{role: host pattern} from the plays that run roles."""
     found = {}
     for play in SITE:
-        for entry in play.get("roles", []):
-            role = entry["role"] if isinstance(entry, dict) else entry
+        imported = [t["ansible.builtin.import_role"] for t in play.get("tasks", []) if "ansible.builtin.import_role" in t]
+        for entry in play.get("roles", []) + imported:
+            role = entry.get("role", entry.get("name")) if isinstance(entry, dict) else entry
             assert role not in found, f"role {role} runs in two plays"
             found[role] = play["hosts"]
     return found
@@ -51,6 +52,23 @@ def test_every_played_role_is_read_for_some_group():
 def test_a_play_the_preflight_cannot_read_is_named(plays, message):
     with pytest.raises(AnsibleFilterError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
         infra_site_roles(plays, ["webservers"])
+
+
+def test_import_role_tasks_are_a_plays_roles_and_include_role_tasks_are_not():
+    plays = [{"hosts": "servers", "tasks": [{"ansible.builtin.include_role": {"name": "{{ item }}"}}]},
+             {"hosts": "a", "tasks": [{"name": "x", "ansible.builtin.import_role": {"name": "x", "rolespec_validate": False}},
+                                      {"import_role": {"name": "y"}}, {"ansible.builtin.debug": {"msg": "z"}}]},
+             {"hosts": "a", "roles": ["w"], "tasks": [{"ansible.builtin.import_role": {"name": "v"}}]}]
+    assert infra_site_roles(plays, ["a", "servers"]) == ["x", "y", "w", "v"]
+    with pytest.raises(AnsibleFilterError, match="names no role"):
+        infra_site_roles([{"hosts": "a", "tasks": [{"ansible.builtin.import_role": {"tasks_from": "x"}}]}], ["a"])
+
+
+def test_site_imports_its_roles_without_a_second_argument_spec_pass():
+    for play in SITE:
+        for task in play.get("tasks", []):
+            if "ansible.builtin.import_role" in task:
+                assert task["ansible.builtin.import_role"].get("rolespec_validate") is False, task
 
 
 def test_templated_patterns_and_plays_without_roles_are_left_out():

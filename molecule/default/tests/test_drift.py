@@ -20,6 +20,8 @@ inventory), with the tags of the roles that took the shortcut:
   made unexecutable on a load balancer, and the renewal's challenge port changed on the
   issuer, are mended by a `--tags certs` run limited to the issuer. The runs also prove that
   `--tags backup` alone works on a database server.
+- the internal CA's modules on the controller run only where the CA differs from what they make:
+  its key opened by hand to 0644 is closed again (the backup hosts' play makes sure of the CA);
 - the units' states are read in one call of systemd per task (action_plugins/infra_services.py):
   an exporter disabled and stopped by hand, and apt's timers stopped or disabled by hand, run
   and are enabled again.
@@ -27,6 +29,9 @@ inventory), with the tags of the roles that took the shortcut:
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
 """
+
+import os
+import stat
 
 from conftest import get, names_of, playbook, recap, site_setting
 
@@ -37,7 +42,9 @@ CERT = "/etc/ssl/infra/rsyslog-client"  # .key and .pem
 STRAY = "/etc/otelcol-sumo/conf.d/infra-stray.yaml"
 CHRONY = "/etc/chrony/chrony.conf"
 SUDOERS = "/etc/sudoers.d/50-{user}"
-NO_CLOCK = "/etc/systemd/system/chrony.service.d"  # the lab's containers may not set the clock
+NO_CLOCK = "/etc/systemd/system/chrony.service.d"
+# The internal CA, on the controller: pki_dir's default, beside the inventory.
+CA_KEY = os.path.join(os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), "pki", "ca.key")  # the lab's containers may not set the clock
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 RECIPIENTS = "/etc/infra-backup/recipients.txt"  # roles/backup/vars/main.yml: backup_recipients_file
 EXPORTER = "prometheus-node-exporter"
@@ -107,6 +114,10 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         keys = edited.file(f"{home}/.ssh/authorized_keys").content_string
         edited.run_test(f"echo '{INTRUDER}' >> {home}/.ssh/authorized_keys && chmod 0755 {home}/.ssh")
 
+        # Drift 9: the internal CA's key, on the controller, opened to 0644 (its modules run only
+        # where the CA differs from what they make: filter infra_pki_ca_drift).
+        os.chmod(CA_KEY, 0o644)
+
         run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring,web,backup")
         assert run.returncode == 0, run.stdout[-3000:]
         changed = recap(run)
@@ -139,6 +150,7 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert removed.check_output(f"sed -n 's/^http01_port = //p' {renewal}") == port, \
             "the renewal's challenge port keeps its hand edit"
         assert edited.file(f"{home}/.ssh/authorized_keys").content_string == keys, "the key added by hand stayed"
+        assert stat.S_IMODE(os.stat(CA_KEY).st_mode) == 0o600, "the CA key opened by hand stayed open"
         assert edited.file(f"{home}/.ssh").mode == 0o700
         assert edited.service(EXPORTER).is_running and edited.service(EXPORTER).is_enabled, \
             "the exporter disabled and stopped by hand was not started and enabled again"
