@@ -21,7 +21,7 @@ inventory), with the tags of the roles that took the shortcut:
   issuer, are mended by a `--tags certs` run limited to the issuer. The runs also prove that
   `--tags backup` alone works on a database server.
 - the internal CA's modules on the controller run only where the CA differs from what they make:
-  its key opened by hand to 0644 is closed again (the backup hosts' play makes sure of the CA);
+  its key opened by hand to 0644 is closed again (by the run's pki play);
 - the units' states are read in one call of systemd per task (action_plugins/infra_services.py):
   an exporter disabled and stopped by hand, and apt's timers stopped or disabled by hand, run
   and are enabled again.
@@ -118,7 +118,7 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         # where the CA differs from what they make: filter infra_pki_ca_drift).
         os.chmod(CA_KEY, 0o644)
 
-        run = playbook("--limit", f"{first},{last}", "--tags", "common,monitoring,web,backup")
+        run = playbook("--limit", f"{first},{last}", "--tags", "common,pki,monitoring,web,backup")
         assert run.returncode == 0, run.stdout[-3000:]
         changed = recap(run)
         assert changed[first] >= 1 and changed[last] >= 1, changed
