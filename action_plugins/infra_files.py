@@ -23,6 +23,11 @@ Task arguments::
           owner: root
           group: root
           mode: "0755"
+          purge: "*.conf"                           # optional, a directory's: its files of that name
+                                                    # pattern that no item of the task lists go
+
+The same read lists a ``purge`` directory's entries of that pattern (not directories): those
+the task does not list are removed, files of earlier versions and files put there by hand.
 
 The items are made sure of in their order (a directory before the files in it). The result is
 ``changed`` when any item changed, with ``changed_paths`` (the paths written or removed, for the
@@ -39,13 +44,25 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 
 STATES = ("file", "directory", "absent")
-KEYS = {"dest", "content", "owner", "group", "mode", "validate", "state"}
+KEYS = {"dest", "content", "owner", "group", "mode", "validate", "state", "purge"}
+# READ's argument for a purged directory: this prefix, the directory, "/", the name pattern.
+PURGE = "purge:"
 
 # Run on the host with the paths as arguments: one JSON object, path -> what it is now.
 READ = r"""
 import grp, hashlib, json, os, pwd, stat, sys
+import fnmatch
 out = {}
 for path in sys.argv[1:]:
+    if path.startswith("purge:"):
+        where, pattern = path[len("purge:"):].rsplit("/", 1)
+        try:
+            names = os.listdir(where)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        out[path] = sorted(name for name in names if fnmatch.fnmatchcase(name, pattern)
+                           and not os.path.isdir(os.path.join(where, name)))
+        continue
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -100,6 +117,12 @@ def check_items(items):
             raise AnsibleActionFail(f"{where}.content: a file needs its content, a string")
         if state != "file" and ("content" in item or "validate" in item):
             raise AnsibleActionFail(f"{where}: content and validate are for files only (state: {state})")
+        if "purge" in item:
+            pattern = item["purge"]
+            if state != "directory":
+                raise AnsibleActionFail(f"{where}.purge: for a directory only (state: {state})")
+            if not isinstance(pattern, str) or not pattern or "/" in pattern or "\0" in pattern:
+                raise AnsibleActionFail(f"{where}.purge: expected a file name pattern such as '*.conf', got {pattern!r}")
         want = dict(item, state=state)
         if state != "absent":
             for key in ("owner", "group", "mode"):
@@ -131,6 +154,22 @@ def differences(want, have):
     return found
 
 
+def purge_arguments(items):
+    """READ's arguments that list the ``purge`` directories' entries, one per such item."""
+    return [f"{PURGE}{item['dest']}/{item['purge']}" for item in items if "purge" in item]
+
+
+def stale(items, have):
+    """The files READ found in ``purge`` directories that no item lists: their paths, sorted."""
+    listed = {item["dest"] for item in items}
+    found = []
+    for item in items:
+        if "purge" in item:
+            names = have.get(f"{PURGE}{item['dest']}/{item['purge']}", [])
+            found.extend(f"{item['dest']}/{name}" for name in names if f"{item['dest']}/{name}" not in listed)
+    return sorted(found)
+
+
 def _seen(have, key, wanted):
     """The owner or group the host has, as a number where the item gives a numeric id."""
     if key in ("owner", "group") and wanted.isdigit():
@@ -155,7 +194,8 @@ class ActionModule(ActionBase):
 
     def _read(self, items, task_vars):
         paths = [item["dest"] for item in items]
-        command = " ".join([shlex.quote(self._python(task_vars)), "-c", shlex.quote(READ)] + [shlex.quote(p) for p in paths])
+        command = " ".join([shlex.quote(self._python(task_vars)), "-c", shlex.quote(READ)]
+                           + [shlex.quote(p) for p in paths + purge_arguments(items)])
         res = self._low_level_execute_command(command, sudoable=True)
         if res.get("rc") != 0:
             raise AnsibleActionFail(f"infra_files: could not read {', '.join(paths)}: "
@@ -181,7 +221,8 @@ class ActionModule(ActionBase):
         items = check_items(self._task.args.get("files"))
         have = self._read(items, task_vars)
         changed_paths, diffs, why = [], [], {}
-        for item in items:
+        # A purged directory's stray files go after the items (the directory is made sure of first).
+        for item in items + [{"dest": path, "state": "absent"} for path in stale(items, have)]:
             differ = differences(item, have.get(item["dest"], {}))
             if not differ:
                 continue

@@ -13,7 +13,7 @@ import sys
 import pytest
 from ansible.errors import AnsibleActionFail
 
-from infra_files import READ, check_items, differences
+from infra_files import READ, check_items, differences, purge_arguments, stale
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 MY_GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -105,6 +105,12 @@ def test_content_with_non_ascii_text_compares_by_its_utf8_bytes(tmp_path):
     ([{"dest": "/etc/x", "state": "directory", "content": "", "owner": "root", "group": "root", "mode": "0755"}],
      "(/etc/x): content and validate are for files only"),
     ([{"dest": "/etc/x", "state": "absent"}, {"dest": "/etc/x", "state": "absent"}], "files[1] (/etc/x).dest: listed twice"),
+    ([{"dest": "/etc/x", "content": "", "owner": "root", "group": "root", "mode": "0644", "purge": "*"}],
+     "(/etc/x).purge: for a directory only (state: file)"),
+    ([{"dest": "/etc/x", "state": "directory", "owner": "root", "group": "root", "mode": "0755", "purge": "a/*.conf"}],
+     "(/etc/x).purge: expected a file name pattern"),
+    ([{"dest": "/etc/x", "state": "directory", "owner": "root", "group": "root", "mode": "0755", "purge": ""}],
+     "(/etc/x).purge: expected a file name pattern"),
 ])
 def test_bad_items_are_refused_naming_the_item_and_the_field(files, says):
     with pytest.raises(AnsibleActionFail, match=None) as error:
@@ -123,3 +129,32 @@ def test_numeric_owner_and_group_compare_with_the_ids(conf):
     assert differ(item(conf, owner=str(os.getuid()), group=str(os.getgid()))) == []
     assert differ(item(conf, owner=str(os.getuid() + 1), group=str(os.getgid()))) == ["owner"]
     assert differ(item(conf, owner=ME, group=str(os.getgid() + 1))) == ["group"]
+
+
+def test_a_purged_directory_loses_the_files_of_its_pattern_that_no_item_lists(tmp_path):
+    """READ lists the directory's entries of the pattern (files and links, not directories);
+    those the task lists stay, the others are stale; other names and other directories are
+    not touched."""
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    for name in ("infra-sources.yaml", "infra-old.yaml", "infra-by-hand.yaml", "vendor.yaml"):
+        (confd / name).write_text("x: 1\n")
+    (confd / "infra-dir.yaml").mkdir()
+    (confd / "infra-link.yaml").symlink_to(confd / "vendor.yaml")
+    items = check_items([
+        {"dest": str(confd), "state": "directory", "owner": ME, "group": MY_GROUP, "mode": "0755",
+         "purge": "infra-*.yaml"},
+        item(confd / "infra-sources.yaml", content="x: 1\n"),
+        item(tmp_path / "elsewhere" / "infra-else.yaml"),
+    ])
+    have = read(*[i["dest"] for i in items], *purge_arguments(items))
+    assert stale(items, have) == [str(confd / name) for name in ("infra-by-hand.yaml", "infra-link.yaml", "infra-old.yaml")]
+    assert differences(items[0], have[str(confd)]) == []
+
+
+def test_a_purged_directory_not_there_yet_has_nothing_stale(tmp_path):
+    items = check_items([{"dest": str(tmp_path / "new"), "state": "directory", "owner": ME, "group": MY_GROUP,
+                          "mode": "0755", "purge": "*.conf"}])
+    have = read(*[i["dest"] for i in items], *purge_arguments(items))
+    assert stale(items, have) == []
+    assert differences(items[0], have[str(tmp_path / "new")]) == ["state"]
