@@ -41,13 +41,7 @@ violation, one per line: ``NAME: got VALUE, expected WHAT`` (``no_log`` values a
 
     - name: Check the role's variables against meta/argument_specs.yml
       infra_check_vars:            # role: the role being run; entry_point: validate
-        publish: [nginx_packages_wanted]
       delegate_to: localhost
-
-``publish`` names variables (the role's own, usually from its ``vars/main.yml``) whose values
-become facts of the host once every check has passed: what the role computes from its checked
-variables, for other plays to read (site.yml's preflight: each role's packages). They are
-computed after the checks, so a bad value is refused by name, never a templating error first.
 """
 
 from __future__ import annotations
@@ -446,7 +440,7 @@ class ActionModule(ActionBase):
     """Check the variables of a role (or those of its options named in ``only_in``) on the controller."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "publish"))
+    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -490,22 +484,6 @@ class ActionModule(ActionBase):
         if problems:
             result.update(failed=True, msg=f"Role {role}: {len(problems)} variable value(s) refused: " + "; ".join(problems),
                           violations=problems)
-            return result
-        publish = self._task.args.get("publish") or []
-        if not isinstance(publish, list) or not all(isinstance(name, str) and name for name in publish):
-            result.update(failed=True, msg=f"infra_check_vars: publish must be a list of variable names, got {publish!r}")
-            return result
-        facts = {}
-        for name in publish:
-            if name not in task_vars:
-                result.update(failed=True, msg=f"infra_check_vars: publish: {name} is not a variable of role {role}")
-                return result
-            try:
-                facts[name] = self._templar.template(task_vars[name])
-            except AnsibleError as exc:
-                result.update(failed=True, msg=f"{name}: could not be computed ({str(exc).splitlines()[0]})")
-                return result
-        result.update(changed=False, msg=f"Role {role}: variables checked")
-        if facts:
-            result["ansible_facts"] = facts
+        else:
+            result.update(changed=False, msg=f"Role {role}: variables checked")
         return result

@@ -81,13 +81,8 @@ def test_templated_patterns_and_plays_without_roles_are_left_out():
 def test_every_role_has_the_preflight_contract(role):
     tasks = ROOT / "roles" / role / "tasks"
     assert (tasks / "validate.yml").is_file(), f"{role}: tasks/validate.yml"
-    validate = (tasks / "validate.yml").read_text()
-    variables = ROOT / "roles" / role / "vars" / "main.yml"
-    defined = variables.is_file() and f"\n{role}_packages_wanted:" in variables.read_text()
-    # Published by the role's infra_check_vars once its variables pass (the variable in
-    # vars/main.yml), or set by validate.yml itself (the database role: after its flavour).
-    assert (defined and f"publish: [{role}_packages_wanted]" in validate) or f"    {role}_packages_wanted:" in validate, \
-        f"{role}: tasks/validate.yml must publish {role}_packages_wanted (vars/main.yml) or set it"
+    packages = (tasks / "packages.yml").read_text()
+    assert f"{role}_packages_wanted:" in packages, f"{role}: tasks/packages.yml must set {role}_packages_wanted"
 
 
 @pytest.mark.parametrize("inventory", sorted(p.name for p in (ROOT / "inventory").iterdir() if p.is_dir()))
