@@ -50,8 +50,7 @@ PURGE = "purge:"
 
 # Run on the host with the paths as arguments: one JSON object, path -> what it is now.
 READ = r"""
-import grp, hashlib, json, os, pwd, stat, sys
-import fnmatch
+import fnmatch, grp, hashlib, json, os, pwd, stat, sys
 out = {}
 for path in sys.argv[1:]:
     if path.startswith("purge:"):
@@ -154,9 +153,14 @@ def differences(want, have):
     return found
 
 
+def _purge_argument(item):
+    """READ's argument that lists a ``purge`` directory's entries (and the key of its answer)."""
+    return f"{PURGE}{item['dest']}/{item['purge']}"
+
+
 def purge_arguments(items):
     """READ's arguments that list the ``purge`` directories' entries, one per such item."""
-    return [f"{PURGE}{item['dest']}/{item['purge']}" for item in items if "purge" in item]
+    return [_purge_argument(item) for item in items if "purge" in item]
 
 
 def stale(items, have):
@@ -165,7 +169,7 @@ def stale(items, have):
     found = []
     for item in items:
         if "purge" in item:
-            names = have.get(f"{PURGE}{item['dest']}/{item['purge']}", [])
+            names = have.get(_purge_argument(item), [])
             found.extend(f"{item['dest']}/{name}" for name in names if f"{item['dest']}/{name}" not in listed)
     return sorted(found)
 
