@@ -42,6 +42,30 @@ violation, one per line: ``NAME: got VALUE, expected WHAT`` (``no_log`` values a
     - name: Check the role's variables against meta/argument_specs.yml
       infra_check_vars:            # role: the role being run; entry_point: validate
       delegate_to: localhost
+
+Once every option passes, the rules between variables, in ``rules`` (one task for the whole
+role: each assert task of its own was a task per host, a tenth of a second each), in order::
+
+    rules:
+      - name: Check the renewal against the lifetime
+        that: pki_cert_renew_days | int < pki_cert_valid_days | int     # a condition or a list
+        msg: "pki_cert_renew_days ({{ pki_cert_renew_days }}) must be ..."
+        when: pki_enabled                   # optional: a condition
+        loop: "{{ pki_certs }}"             # optional: the rule holds for each element;
+        loop_var: pki_cert                  #   its name (default item), index_var: its index
+        vars: {pki_days: "{{ ... }}"}       # optional: variables of this rule alone
+        first: true                         # optional: checked before the options (below)
+
+A rule marked ``first`` is checked before the options, and alone: it explains a value that the
+options' checks would only refuse (a default derived from other hosts). Every rule that fails
+is named, with its message; a rule that cannot be evaluated after one has
+failed is left out (it usually depends on the value refused), and one that cannot be evaluated
+on its own is named with the error (a filter that checks a structure raises one naming the
+field). ``packages`` is an expression, evaluated once every check
+has passed: the role's Debian packages, returned as ``packages`` (site.yml's preflight gathers
+them for the common role's one apt transaction). ``rules`` and ``packages`` reach the plugin
+untemplated (``finalize_task_arg``): they are templated here, after the checks, with each
+rule's own variables, so a bad value is refused by name, never by a templating error first.
 """
 
 from __future__ import annotations
@@ -50,6 +74,8 @@ import ipaddress
 import json
 import os
 import re
+
+from collections import ChainMap
 
 import yaml
 from ansible.errors import AnsibleError
@@ -429,6 +455,9 @@ def alias_of(raw):
     return found.group(1) if found else None
 
 
+RULE_KEYS = frozenset(("name", "that", "msg", "when", "loop", "loop_var", "index_var", "vars", "first"))
+
+
 def load_options(role_dir, entry_point="validate"):
     """The options of one entry point of a role's meta/argument_specs.yml (anchors resolved)."""
     with open(os.path.join(role_dir, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
@@ -440,7 +469,16 @@ class ActionModule(ActionBase):
     """Check the variables of a role (or those of its options named in ``only_in``) on the controller."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in"))
+    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "rules", "packages"))
+    # Templated by run(), after the options' checks, and each rule with its own variables.
+    _LATE_ARGS = frozenset(("rules", "packages"))
+
+    @classmethod
+    def finalize_task_arg(cls, name, value, templar, context):
+        """Leave ``rules`` and ``packages`` untemplated: run() templates them once the checks pass."""
+        if name in cls._LATE_ARGS:
+            return value
+        return super().finalize_task_arg(name, value, templar, context)
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -456,7 +494,14 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=f"infra_check_vars: cannot read the argument spec of role '{role}': {exc}")
             return result
         ctx = {"groups": task_vars.get("groups", {}), "hosts": list(task_vars.get("hostvars", {}).keys())}
-        problems, uncomputed = [], []
+        rules = self._task.args.get("rules") or []
+        # A rule marked first explains a value the options' checks would only refuse.
+        problems = self._check_rules([r for r in rules if isinstance(r, dict) and r.get("first")], task_vars)
+        if problems:
+            result.update(failed=True, msg=f"Role {role}: {len(problems)} variable value(s) refused: " + "; ".join(problems),
+                          violations=problems)
+            return result
+        uncomputed = []
         for name, spec in options.items():
             if only_in is not None and not re.search(rf"\b{re.escape(name)}\b", str(only_in)):
                 continue
@@ -481,9 +526,64 @@ class ActionModule(ActionBase):
         for name, error in uncomputed:
             # A value derived from another, wrong one: that one is named above.
             problems.append(f"{name}: could not be computed" + (" from the values above" if problems else f" ({error})"))
+        if not problems:
+            problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], task_vars)
         if problems:
             result.update(failed=True, msg=f"Role {role}: {len(problems)} variable value(s) refused: " + "; ".join(problems),
                           violations=problems)
-        else:
-            result.update(changed=False, msg=f"Role {role}: variables checked")
+            return result
+        result.update(changed=False, msg=f"Role {role}: variables checked")
+        if "packages" in self._task.args:
+            try:
+                packages = self._templar.template(self._task.args["packages"])
+            except AnsibleError as exc:
+                result.update(failed=True, msg=f"Role {role}: its packages could not be computed ({str(exc).splitlines()[0]})")
+                return result
+            if not isinstance(packages, list) or not all(isinstance(name, str) for name in packages):
+                result.update(failed=True, msg=f"Role {role}: packages must be a list of package names, got {packages!r}")
+                return result
+            result["packages"] = sorted(set(packages))
         return result
+
+    def _check_rules(self, rules, task_vars):
+        """The messages of the rules that fail (see the module's docstring), in order."""
+        if not isinstance(rules, list):
+            return [f"infra_check_vars: rules must be a list, got {type(rules).__name__}"]
+        failed = []
+        for number, rule in enumerate(rules):
+            label = rule.get("name", f"rule {number}") if isinstance(rule, dict) else f"rule {number}"
+            unknown = set(rule) - RULE_KEYS if isinstance(rule, dict) else None
+            if unknown is None or unknown or "that" not in rule or "msg" not in rule:
+                failed.append(f"infra_check_vars: {label} must be a dict with that and msg, and only "
+                              f"{', '.join(sorted(RULE_KEYS))}; got {rule!r}")
+                continue
+            try:
+                failed.extend(self._check_rule(rule, task_vars))
+            except AnsibleError as exc:
+                if not failed:
+                    failed.append(f"{label}: {str(exc).splitlines()[0]}")
+        return failed
+
+    def _check_rule(self, rule, task_vars):
+        """The messages of one rule: one per element of its loop that breaks it (or one)."""
+        own = dict(rule.get("vars") or {})
+        templar = self._templar.copy_with_new_env(available_variables=ChainMap(own, task_vars))
+        if "when" in rule and not templar.evaluate_conditional(rule["when"]):
+            return []
+        conditions = rule["that"] if isinstance(rule["that"], list) else [rule["that"]]
+        items = [None]
+        if "loop" in rule:
+            items = templar.template(rule["loop"])
+            if not isinstance(items, list):
+                raise AnsibleError(f"its loop must give a list, got {type(items).__name__}")
+        messages = []
+        for index, element in enumerate(items):
+            scope = dict(own)
+            if "loop" in rule:
+                scope[rule.get("loop_var", "item")] = element
+                if "index_var" in rule:
+                    scope[rule["index_var"]] = index
+            templar.available_variables = ChainMap(scope, task_vars)
+            if not all(templar.evaluate_conditional(condition) for condition in conditions):
+                messages.append(" ".join(str(templar.template(rule["msg"])).split()))
+        return messages

@@ -4,6 +4,7 @@ Each case runs the real `ansible-playbook site.yml` against hosts whose SSH addr
 port on loopback: had anything tried to connect, the output would say UNREACHABLE.
 """
 
+import itertools
 import json
 import os
 import shutil
@@ -68,11 +69,14 @@ def test_good_input_passes_preflight_without_touching_a_host(tmp_path):
 def test_preflight_collects_each_hosts_packages_for_one_transaction(tmp_path):
     rc, out = playbook(inventory(tmp_path, extra_vars={"firewall_backend": "iptables"}), "--tags", "preflight", "-v")
     assert rc == 0, out
-    gathered = out.partition("TASK [Gather them for the common role]")[2].partition("\nTASK [")[0].partition("\nPLAY [")[0]
+    gathered = out.partition("TASK [Remember the roles checked on this host in this run, and gather their packages]")[2]
+    gathered = gathered.partition("\nTASK [")[0].partition("\nPLAY [")[0]
     per_host = {}
     for block in gathered.split("ok: [")[1:]:
         host, _, rest = block.partition("]")
-        per_host[host] = sorted(line.strip()[2:] for line in rest.splitlines() if line.strip().startswith("- "))
+        listed = rest.partition("infra_role_packages:\n")[2].splitlines()
+        per_host[host] = sorted(line.strip()[2:] for line in itertools.takewhile(
+            lambda line: line.strip().startswith("- "), listed))
     # The common role's own packages join the same transaction, through the same contract.
     defaults = yaml.safe_load((ROOT / "roles/common/defaults/main.yml").read_text())
     base = set(defaults["common_packages"]) | {"chrony", "unattended-upgrades", "apt-listchanges"}

@@ -80,9 +80,10 @@ def test_templated_patterns_and_plays_without_roles_are_left_out():
 @pytest.mark.parametrize("role", sorted(played_roles()))
 def test_every_role_has_the_preflight_contract(role):
     tasks = ROOT / "roles" / role / "tasks"
-    assert (tasks / "validate.yml").is_file(), f"{role}: tasks/validate.yml"
-    packages = (tasks / "packages.yml").read_text()
-    assert f"{role}_packages_wanted:" in packages, f"{role}: tasks/packages.yml must set {role}_packages_wanted"
+    validate = yaml.safe_load((tasks / "validate.yml").read_text())
+    checks = [task for task in validate if "infra_check_vars" in task and task.get("register") == f"{role}_vars_checked"]
+    assert len(checks) == 1, f"{role}: tasks/validate.yml must register {role}_vars_checked from one infra_check_vars task"
+    assert "packages" in checks[0]["infra_check_vars"], f"{role}: its check must return the role's packages"
 
 
 @pytest.mark.parametrize("inventory", sorted(p.name for p in (ROOT / "inventory").iterdir() if p.is_dir()))

@@ -1,0 +1,126 @@
+"""infra_check_vars' rules and packages, run by the real ansible-playbook on a demo role.
+
+The rules between variables are templated by the plugin itself, after the options' checks,
+with each rule's own variables (loop, index, vars): each case below fails if Ansible templated
+them first (a loop variable would be undefined) or if the plugin judged them wrongly.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
+
+SPEC = {"argument_specs": {"validate": {"options": {
+    "demo_n": {"type": "int", "description": "A number. [check: int 1..]"},
+    "demo_items": {"type": "list", "elements": "dict", "description": "Items. [check: type]"},
+}}}}
+
+RULES = [
+    {"name": "Below the maximum", "that": "demo_n | int < demo_max", "vars": {"demo_twice": "{{ demo_max * 2 }}"},
+     "msg": "demo_n ({{ demo_n }}) must be below {{ demo_max }} (twice: {{ demo_twice }})"},
+    {"name": "Each item", "that": ["demo_item.size is defined", "demo_item.size > 0"],
+     "loop": "{{ demo_items }}", "loop_var": "demo_item", "index_var": "demo_index",
+     "msg": "demo_items[{{ demo_index }}]: size must be positive, got {{ demo_item | to_json }}"},
+    {"name": "Never checked", "that": False, "msg": "this rule's when is false", "when": "demo_n == 12345"},
+]
+
+
+def run(tmp_path, rules=None, packages="{{ ['pkg-a'] + (['pkg-b'] if demo_n | int > 1 else []) + ['pkg-a'] }}",
+        demo_n=3, sizes=(1, 2)):
+    role = tmp_path / "roles" / "demo"
+    (role / "meta").mkdir(parents=True, exist_ok=True)
+    (role / "tasks").mkdir(exist_ok=True)
+    (role / "meta" / "argument_specs.yml").write_text(yaml.safe_dump(SPEC))
+    check = {"rules": RULES if rules is None else rules}
+    if packages is not None:
+        check["packages"] = packages
+    (role / "tasks" / "validate.yml").write_text(yaml.safe_dump([
+        {"name": "Check", "infra_check_vars": check, "vars": {"demo_max": 10}, "register": "demo_checked",
+         "delegate_to": "localhost"},
+        {"name": "Keep the result", "ansible.builtin.copy": {"content": "{{ demo_checked | to_json }}",
+                                                              "dest": str(tmp_path / "result.json"), "mode": "0600"}},
+    ]))
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"demo_n": demo_n, "demo_items": [{"size": size} for size in sizes]},
+        "tasks": [{"ansible.builtin.include_role": {"name": "demo", "tasks_from": "validate", "rolespec_validate": False}}],
+    }]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(tmp_path / "roles"),
+               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml")],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False)
+    out = proc.stdout + proc.stderr
+    if proc.returncode == 0:
+        return 0, json.loads((tmp_path / "result.json").read_text())
+    return proc.returncode, " ".join(out.split())
+
+
+def test_rules_that_hold_pass_and_the_packages_come_back_sorted_once(tmp_path):
+    rc, result = run(tmp_path)
+    assert rc == 0, result
+    assert result["packages"] == ["pkg-a", "pkg-b"]
+    assert result["msg"] == "Role demo: variables checked"
+
+
+def test_every_failing_rule_is_named_with_its_loop_index_and_own_variables(tmp_path):
+    rc, out = run(tmp_path, demo_n=30, sizes=(1, -2, 3, 0))
+    assert rc != 0
+    assert "Role demo: 3 variable value(s) refused" in out, out
+    assert "demo_n (30) must be below 10 (twice: 20)" in out, out
+    assert 'demo_items[1]: size must be positive, got {\\"size\\": -2}' in out, out
+    assert 'demo_items[3]: size must be positive, got {\\"size\\": 0}' in out, out
+    assert "this rule's when is false" not in out
+
+
+def test_a_refused_option_stops_before_the_rules_and_the_packages(tmp_path):
+    # The rule and the packages would both fail to template with demo_n = 0 (a division by it).
+    rules = [{"name": "Divides", "that": "100 // demo_n > 0", "msg": "never shown"}]
+    rc, out = run(tmp_path, rules=rules, packages="{{ ['p'] * (100 // demo_n) }}", demo_n=0)
+    assert rc != 0
+    assert "demo_n: got 0, expected" in out, out
+    assert "never shown" not in out and "Divides" not in out and "packages" not in out, out
+
+
+def test_a_rule_marked_first_is_checked_alone_before_the_options(tmp_path):
+    rules = [{"name": "Explains", "first": True, "that": "demo_n | int != 0",
+              "msg": "demo_n is 0: it is derived from the other hosts, set it"}]
+    rc, out = run(tmp_path, rules=rules, demo_n=0)
+    assert rc != 0
+    assert "demo_n is 0: it is derived from the other hosts, set it" in out, out
+    assert "demo_n: got 0" not in out, out
+
+
+def test_a_rule_that_cannot_be_evaluated_is_named_unless_an_earlier_one_failed(tmp_path):
+    broken = {"name": "Reads a missing item", "that": "demo_items[7].size > 0", "msg": "x"}
+    rc, out = run(tmp_path, rules=[broken])
+    assert rc != 0
+    assert "Reads a missing item:" in out, out
+    rc, out = run(tmp_path, rules=[RULES[0], broken], demo_n=30)
+    assert rc != 0
+    assert "demo_n (30) must be below 10" in out and "Reads a missing item" not in out, out
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ({"name": "No message", "that": "true"}, "No message must be a dict with that and msg"),
+    ({"name": "Typo", "that": "true", "msg": "m", "loop_vars": "x"}, "Typo must be a dict with that and msg, and only"),
+    ("a string", "rule 0 must be a dict"),
+])
+def test_a_malformed_rule_is_refused_by_name(tmp_path, rule, expected):
+    rc, out = run(tmp_path, rules=[rule])
+    assert rc != 0
+    assert expected in out, out
+
+
+def test_packages_must_be_a_list_of_names(tmp_path):
+    rc, out = run(tmp_path, packages="{{ 'one-package' }}")
+    assert rc != 0
+    assert "Role demo: packages must be a list of package names, got 'one-package'" in out, out
