@@ -24,7 +24,10 @@ inventory), with the tags of the roles that took the shortcut:
   its key opened by hand to 0644 is closed again (by the run's pki play);
 - the units' states are read in one call of systemd per task (action_plugins/infra_services.py):
   an exporter disabled and stopped by hand, and apt's timers stopped or disabled by hand, run
-  and are enabled again.
+  and are enabled again;
+- the backup role's SSH key and its line on each backup host are read, and their modules run
+  only where they differ: the key's public file removed comes back (the same key), and the line
+  removed from a backup host's authorized keys is added again.
 
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
@@ -47,6 +50,8 @@ NO_CLOCK = "/etc/systemd/system/chrony.service.d"
 CA_KEY = os.path.join(os.path.dirname(os.environ["MOLECULE_INVENTORY_FILE"]), "pki", "ca.key")  # the lab's containers may not set the clock
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 RECIPIENTS = "/etc/infra-backup/recipients.txt"  # roles/backup/vars/main.yml: backup_recipients_file
+BACKUP_KEY = "/etc/infra-backup/id_ed25519.pub"  # roles/backup/vars/main.yml: backup_ssh_key, .pub
+RECEIVER = "/usr/local/sbin/infra-backup-receive"  # roles/backup/vars/main.yml: backup_receiver
 EXPORTER = "prometheus-node-exporter"
 DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/50-haproxy.sh"
 INTRUDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAddedByHandAddedByHandAddedByHandAddedBy intruder"
@@ -118,6 +123,20 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         # where the CA differs from what they make: filter infra_pki_ca_drift).
         os.chmod(CA_KEY, 0o644)
 
+        # Drift 10: the backup role's SSH key (read with ssh-keygen -y, the module runs only where
+        # it differs) loses its public file on the last web server, a database server; its line
+        # goes from each backup host's authorized keys (read with their host keys).
+        assert last in names_of("db_primary", "db_replica"), f"{last} is not a database server"
+        backup_user = site_setting("backup_store_user")
+        backup_hosts = [get(name) for name in names_of(site_setting("backup_host_group"))]
+        line = f'command="sudo -n {RECEIVER} {last}",restrict ' + edited.file(BACKUP_KEY).content_string.strip()
+        edited.run_test(f"rm {BACKUP_KEY}")
+        for host in backup_hosts:
+            with host.sudo():
+                authorized = f"{host.user(backup_user).home}/.ssh/authorized_keys"
+                assert line in host.file(authorized).content_string.splitlines(), f"{host.backend.hostname}: {line}"
+                host.run_test(f"sed -i '\\|{RECEIVER} {last}\"|d' {authorized}")
+
         run = playbook("--limit", f"{first},{last}", "--tags", "common,pki,monitoring,web,backup")
         assert run.returncode == 0, run.stdout[-3000:]
         changed = recap(run)
@@ -154,6 +173,13 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         assert edited.file(f"{home}/.ssh").mode == 0o700
         assert edited.service(EXPORTER).is_running and edited.service(EXPORTER).is_enabled, \
             "the exporter disabled and stopped by hand was not started and enabled again"
+        assert line.endswith(" " + edited.file(BACKUP_KEY).content_string.strip()), \
+            "the backup key's public file was not put back, the same key"
+        for host in backup_hosts:
+            with host.sudo():
+                authorized = f"{host.user(backup_user).home}/.ssh/authorized_keys"
+                assert line in host.file(authorized).content_string.splitlines(), \
+                    f"{last}'s line is still missing from {host.backend.hostname}'s {authorized}"
         for server in (edited, removed):
             for timer in APT_TIMERS:
                 assert server.service(timer).is_running and server.service(timer).is_enabled, \
