@@ -154,6 +154,28 @@ def test_accounts_changed_by_hand_are_made_right_by_the_next_run():
     assert login.rc == 0, f"the application's password set by hand stayed: {login.stderr}"
 
 
+
+def test_a_monitoring_account_changed_by_hand_is_made_right_by_the_next_run():
+    """The monitoring accounts' module calls are skipped where the role's read of the accounts
+    found the tables as recorded, with each monitoring account's line: a limit raised by hand on
+    the mysqld exporter's account changes a checksum, and a run of the database and monitoring
+    plays puts it back."""
+    name = REPLICAS[-1]
+    server = get(name)
+    user = "prometheus"  # roles/exporters/tasks/mysqld.yml: mysql_monitor_account
+    limit = f"SELECT max_user_connections FROM mysql.user WHERE user = '{user}' AND host = 'localhost'"
+    wanted = sql(server, limit)
+    assert wanted and wanted[0][0] != "10", wanted
+    sql(server, f"SET sql_log_bin = 0; ALTER USER '{user}'@'localhost' WITH MAX_USER_CONNECTIONS 10")
+    assert sql(server, limit) == [["10"]]
+    run = playbook("--tags", "db,monitoring", "--limit", name)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert recap(run)[name] >= 1, run.stdout[-3000:]
+    assert sql(server, limit) == wanted, "the limit raised by hand on the exporter's account stayed"
+    run = playbook("--tags", "db,monitoring", "--limit", name)
+    assert run.returncode == 0 and recap(run)[name] == 0, run.stdout[-3000:]
+
+
 WRITER = r"""
 import os, ssl, sys, time, pymysql
 host, password, out = sys.argv[1], sys.argv[2], sys.argv[3]
