@@ -143,10 +143,14 @@ def test_the_tasks_read_and_write_the_block_the_filter_knows():
     import yaml
 
     from firewall_ufw import UFW_BEFORE_FILES, UFW_BEFORE_MARKER
-    tasks = yaml.safe_load((Path(__file__).parents[2] / "roles/firewall/tasks/ufw.yml").read_text())
+    tasks_dir = Path(__file__).parents[2] / "roles/firewall/tasks"
+    tasks = yaml.safe_load((tasks_dir / "ufw.yml").read_text())
     block = next(t for t in tasks if "block" in t)["block"]
     read = next(t for t in block if t["name"].startswith("Read ufw's"))["ansible.builtin.raw"]
-    write = next(t for t in block if "ansible.builtin.blockinfile" in t)
+    # The writes are in the file ufw.yml includes where the read finds something to do.
+    include = next(t for t in block if "ansible.builtin.include_tasks" in t)["ansible.builtin.include_tasks"]
+    applied = yaml.safe_load((tasks_dir / include).read_text())
+    write = next(t for t in applied if "ansible.builtin.blockinfile" in t)
     assert write["ansible.builtin.blockinfile"]["marker"].startswith(UFW_BEFORE_MARKER.format(mark="{mark}"))
     for mark in ("BEGIN", "END"):
         assert f"/^{UFW_BEFORE_MARKER.format(mark=mark)}/" in read
