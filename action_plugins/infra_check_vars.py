@@ -458,6 +458,13 @@ def alias_of(raw):
 RULE_KEYS = frozenset(("name", "that", "msg", "when", "loop", "loop_var", "index_var", "vars", "first"))
 
 
+def refused(result, role, problems):
+    """The task's result when values are refused: failed, every problem named."""
+    result.update(failed=True, msg=f"Role {role}: {len(problems)} variable value(s) refused: " + "; ".join(problems),
+                  violations=problems)
+    return result
+
+
 def load_options(role_dir, entry_point="validate"):
     """The options of one entry point of a role's meta/argument_specs.yml (anchors resolved)."""
     with open(os.path.join(role_dir, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
@@ -498,9 +505,7 @@ class ActionModule(ActionBase):
         # A rule marked first explains a value the options' checks would only refuse.
         problems = self._check_rules([r for r in rules if isinstance(r, dict) and r.get("first")], task_vars)
         if problems:
-            result.update(failed=True, msg=f"Role {role}: {len(problems)} variable value(s) refused: " + "; ".join(problems),
-                          violations=problems)
-            return result
+            return refused(result, role, problems)
         uncomputed = []
         for name, spec in options.items():
             if only_in is not None and not re.search(rf"\b{re.escape(name)}\b", str(only_in)):
@@ -529,9 +534,7 @@ class ActionModule(ActionBase):
         if not problems:
             problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], task_vars)
         if problems:
-            result.update(failed=True, msg=f"Role {role}: {len(problems)} variable value(s) refused: " + "; ".join(problems),
-                          violations=problems)
-            return result
+            return refused(result, role, problems)
         result.update(changed=False, msg=f"Role {role}: variables checked")
         if "packages" in self._task.args:
             try:
