@@ -37,12 +37,14 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def site_setting(name):
     """A site setting as the plays see it: the inventory's value, else the site's group_vars/all,
-    else the owning role's default. Tests read the site name, ports and names from here."""
+    else the owning role's default, else its fixed value (vars/main.yml). Tests read the site
+    name, ports, paths and names from here."""
     runner = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
     inventory = runner.get_variables(runner.get_hosts("all")[0])
     if name in inventory:
         return inventory[name]
-    for path in [*sorted((ROOT / "group_vars" / "all").glob("*.yml")), *sorted(ROOT.glob("roles/*/defaults/main.yml"))]:
+    for path in [*sorted((ROOT / "group_vars" / "all").glob("*.yml")), *sorted(ROOT.glob("roles/*/defaults/main.yml")),
+                 *sorted(ROOT.glob("roles/*/vars/main.yml"))]:
         values = yaml.safe_load(path.read_text()) or {}
         if name in values:
             value = values[name]
