@@ -75,20 +75,19 @@ def test_certbots_timer_run_hands_the_certificate_to_a_node_that_missed_it(host)
     service on the issuer, a node whose certificate differs gets the issuer's."""
     first = certbot_issuer()
     other = next(name for name in LBS if name != first)
-    pem = "/etc/haproxy/certs/" + SITE + ".pem"
     node = get(other)
     with node.sudo():
         # The node missed a renewal: it serves its own stand-in (its key and certificate differ),
         # put in place by the install script (which returns once HAProxy serves it).
         node.check_output(f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN={SITE} "
                           f"-keyout /root/k.pem -out /root/c.pem 2>/dev/null && cat /root/c.pem /root/k.pem | {INSTALL}")
-    stale = serial_at(host, address(other))
-    assert stale != serial_at(host, address(first))
+    assert serial_at(host, address(other)) != serial_at(host, address(first))
     issuer = get(first)
     with issuer.sudo():
         started = issuer.run("systemctl start certbot.service")
         said = issuer.check_output("journalctl -u certbot.service --no-pager -o cat -n 8")
     assert started.rc == 0, said
-    # The hand-on said the node got the certificate, and the node serves it now.
-    assert f"{other}: installed {serial_at(host, address(first))}" in said, said
-    assert serial_at(host, address(other)) == serial_at(host, address(first)), said
+    # The hand-on said the node got the issuer's certificate, and the node serves it now.
+    issued = serial_at(host, address(first))
+    assert f"{other}: installed {issued}" in said, said
+    assert serial_at(host, address(other)) == issued, said
