@@ -13,7 +13,9 @@ Task arguments::
     infra_files:
       files:
         - dest: /etc/chrony/chrony.conf             # an absolute path (required)
-          content: "{{ lookup('ansible.builtin.template', 'chrony.conf.j2') }}"
+          template: chrony.conf.j2                  # a file's content: a template of the role's
+                                                    # templates/ (rendered as the template module
+                                                    # does), or content: "the text itself"
           owner: root                               # names, as the host knows them (or numeric ids)
           group: root
           mode: "0644"                              # octal, as a string
@@ -26,6 +28,9 @@ Task arguments::
           purge: "*.conf"                           # optional, a directory's: its files of that name
                                                     # pattern that no item of the task lists go
 
+A ``template`` is rendered here, with the task's variables as they are (the ``template`` lookup
+would first deep-copy all of them, once per file: most of a no-change run's cost of the file).
+
 The same read lists a ``purge`` directory's entries of that pattern (not directories): those
 the task does not list are removed, files of earlier versions and files put there by hand.
 
@@ -36,15 +41,18 @@ caller's conditions) and ``diff`` (each changed item's diff, in ``--diff`` mode)
 
 import hashlib
 import json
+import os
 import shlex
 
 from ansible import constants as C
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template
+from ansible._internal._templating import _template_vars  # what the template module adds (ansible_managed...)
 
 STATES = ("file", "directory", "absent")
-KEYS = {"dest", "content", "owner", "group", "mode", "validate", "state", "purge"}
+KEYS = {"dest", "content", "template", "owner", "group", "mode", "validate", "state", "purge"}
 # READ's argument for a purged directory: this prefix, the directory, "/", the name pattern.
 PURGE = "purge:"
 
@@ -112,10 +120,15 @@ def check_items(items):
         state = item.get("state", "file")
         if state not in STATES:
             raise AnsibleActionFail(f"{where}.state: expected one of {', '.join(STATES)}, got {state!r}")
-        if state == "file" and not isinstance(item.get("content"), str):
-            raise AnsibleActionFail(f"{where}.content: a file needs its content, a string")
-        if state != "file" and ("content" in item or "validate" in item):
-            raise AnsibleActionFail(f"{where}: content and validate are for files only (state: {state})")
+        if state == "file" and ("content" in item) == ("template" in item):
+            raise AnsibleActionFail(f"{where}: a file needs its content or its template, one of them")
+        if state == "file" and not isinstance(item.get("content", item.get("template")), str):
+            field = "content" if "content" in item else "template"
+            raise AnsibleActionFail(f"{where}.{field}: expected a string, got {type(item[field]).__name__}")
+        if state == "file" and "template" in item and not item["template"]:
+            raise AnsibleActionFail(f"{where}.template: expected a template's file name, got ''")
+        if state != "file" and {"content", "template", "validate"} & set(item):
+            raise AnsibleActionFail(f"{where}: content, template and validate are for files only (state: {state})")
         if "purge" in item:
             pattern = item["purge"]
             if state != "directory":
@@ -210,6 +223,25 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"infra_files: unreadable answer from the host: {res.get('stdout', '')[-300:]!r}") from exc
         return found
 
+    def _render(self, item, task_vars):
+        """A ``template`` item's content, rendered as the template module renders it: the file
+        found in the role's templates/, ansible_managed and the template_* variables added, blocks
+        trimmed. The task's variables are copied shallowly (the template lookup deep-copies them)."""
+        try:
+            source = self._find_needle("templates", item["template"])
+        except AnsibleError as exc:
+            raise AnsibleActionFail(f"infra_files: {item['dest']}.template: {exc}") from exc
+        searchpath = list(task_vars.get("ansible_search_path", [])) + [self._loader.get_basedir(), os.path.dirname(source)]
+        searchpath = [path for base in searchpath for path in (os.path.join(base, "templates"), base)]
+        variables = task_vars.copy()
+        variables.update(_template_vars.generate_ansible_template_vars(
+            path=item["template"], fullpath=source, dest_path=item["dest"],
+            include_ansible_managed="ansible_managed" not in variables))
+        templar = self._templar.copy_with_new_env(searchpath=searchpath, available_variables=variables)
+        data = trust_as_template(self._loader.get_text_file_contents(source))
+        rendered = templar.template(data, escape_backslashes=False, overrides={"trim_blocks": True})
+        return "" if rendered is None else rendered
+
     def _delegate(self, action, args, task_vars):
         task = self._task.copy()
         task.args.clear()
@@ -222,7 +254,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        items = check_items(self._task.args.get("files"))
+        items = [dict(item, content=self._render(item, task_vars)) if "template" in item else item
+                 for item in check_items(self._task.args.get("files"))]
         have = self._read(items, task_vars)
         changed_paths, diffs, why = [], [], {}
         # A purged directory's stray files go after the items (the directory is made sure of first).
