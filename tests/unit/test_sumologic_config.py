@@ -88,7 +88,6 @@ def builtin_types():
 
 # --- Rendering the role's files as the role does ------------------------------------------------
 
-TEMPLATE_LOOKUP = re.compile(r"^\{\{ lookup\('ansible\.builtin\.template', '([^']+)'\) \}\}$")
 
 
 def infra_files_items(task):
@@ -101,17 +100,17 @@ def infra_files_items(task):
 
 
 def template_tasks():
-    """The templates tasks/config.yml writes (infra_files items whose content is a template), as
+    """The templates tasks/config.yml writes (infra_files items with a template), as
     template tasks writing into the render directory."""
     tasks = []
     for task in load_yaml(ROLE / "tasks" / "config.yml"):
         for item in infra_files_items(task):
-            found = TEMPLATE_LOOKUP.match(str(item.get("content", "")))
-            if not found:
+            template = item.get("template")
+            if not template:
                 continue
             assert item["dest"].startswith("{{ sumologic_confd_dir }}/"), f"{task['name']}: writes outside conf.d"
             tasks.append({"name": f"{task['name']}: {item['dest']}", "ansible.builtin.template": {
-                "src": f"{ROLE}/templates/{found.group(1)}", "mode": item["mode"],
+                "src": f"{ROLE}/templates/{template}", "mode": item["mode"],
                 "dest": item["dest"].replace("{{ sumologic_confd_dir }}", "{{ out_dir }}/{{ inventory_hostname }}")}})
     assert tasks, "tasks/config.yml writes no template"
     return tasks
