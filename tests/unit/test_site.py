@@ -3,6 +3,7 @@ infra_site_roles): a role added to a play is validated and its packages collecte
 second list to keep. These tests hold the plays to what the filter reads, and the filter to them.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -132,3 +133,32 @@ def test_ansibles_tag_rules(play, run, skip, runs):
 def test_tags_that_are_no_list_are_named():
     with pytest.raises(AnsibleFilterError, match="run_tags must be a list of tags"):
         infra_site_roles(SITE, ["servers"], "certs")
+
+
+# The facts site.yml's plays gather: a subset (every task and host decodes the facts from the
+# fact cache, so their size is paid at each task). Every fact the project reads must be in it:
+# one outside would be undefined, or a default silently taken. The names are those a lab server
+# gathered (fixtures/fact_names.json); the playbooks share the fact cache (gathering = smart),
+# so they are held to the same subset.
+FACT_NAMES = yaml.safe_load((ROOT / "tests" / "unit" / "fixtures" / "fact_names.json").read_text())
+FACT_REFERENCE = re.compile(r"ansible_facts(?:\[\s*['\"](\w+)['\"]\s*\]|\.(\w+))|\b(ansible_\w+)")
+
+
+def test_every_play_that_gathers_facts_gathers_the_same_subset():
+    subsets = {str(play.get("gather_subset")) for play in SITE if play.get("gather_facts", True)}
+    assert subsets == {"['!all', '!min', 'distribution', 'virtual', 'network']"}, subsets
+
+
+def test_every_fact_the_project_reads_is_in_the_subset_site_yml_gathers():
+    gathered, known = set(FACT_NAMES["site"]), set(FACT_NAMES["all"])
+    read = {}
+    for pattern in ("roles/**/*.yml", "roles/**/*.j2", "playbooks/*.yml", "site.yml", "molecule/**/*.yml"):
+        for path in ROOT.glob(pattern):
+            for match in FACT_REFERENCE.finditer(path.read_text(encoding="utf-8")):
+                name = match.group(3) or f"ansible_{match.group(1) or match.group(2)}"
+                read.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    facts_read = {name for name in read if name in known}
+    # The scan finds what it must (the release, the container check, the interface): it can fail.
+    assert {"ansible_distribution_release", "ansible_virtualization_type", "ansible_default_ipv4"} <= facts_read
+    missing = {name: sorted(read[name]) for name in facts_read - gathered}
+    assert not missing, f"facts read but not gathered by site.yml's gather_subset: {missing}"
