@@ -20,12 +20,6 @@ PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.S)
 USAGES = {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
 
 
-# The issue entry point's argument spec (roles/pki/meta/argument_specs.yml), checked here: its
-# callers include it without a validation task.
-NAME = re.compile(r"[A-Za-z0-9_.-]+")
-GROUP = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-
-
 def _sans(names):
     """``DNS:name`` / ``IP:address`` strings, as a set of x509 general names' text forms."""
     wanted = set()
@@ -57,13 +51,6 @@ def infra_pki_cert_drift(read, ca_pem, name, sans, usages, renew_days, group="ro
     """
     if not isinstance(read, dict):
         raise AnsibleFilterError("the read of the key and certificate must be a registered result (a dict)")
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise AnsibleFilterError(f"pki_cert_name: {name!r} is not a file name of letters, digits, '_', '.' and '-'")
-    if not isinstance(group, str) or not GROUP.fullmatch(group):
-        raise AnsibleFilterError(f"pki_cert_group: {group!r} is not a group name")
-    for field, value in (("pki_cert_sans", sans), ("pki_cert_usage", usages or [])):
-        if not isinstance(value, list):
-            raise AnsibleFilterError(f"{field}: expected a list of strings, got {type(value).__name__}")
     wanted_sans, wanted_usages = _sans(sans or []), _usages(usages or [])
     if not wanted_sans:
         raise AnsibleFilterError("pki_cert_sans: at least one name")

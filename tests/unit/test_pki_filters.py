@@ -105,16 +105,6 @@ def test_no_ca_yet_is_a_reason_and_bad_arguments_name_their_field():
         infra_pki_cert_drift(read(), "not a pem", "nginx", SANS, ["serverAuth"], 30)
     with pytest.raises(AnsibleFilterError, match="registered result"):
         drift("stdout")
-    # The issue entry point's argument spec, checked here (its callers include it without a
-    # validation task): a name that is not a file name, a group that is not one, a string for a list.
-    with pytest.raises(AnsibleFilterError, match="pki_cert_name: '../x' is not a file name"):
-        infra_pki_cert_drift(read(), pem(CA), "../x", SANS, ["serverAuth"], 30, now=NOW)
-    with pytest.raises(AnsibleFilterError, match="pki_cert_group: 'Root Group' is not a group name"):
-        drift(read(), group="Root Group")
-    with pytest.raises(AnsibleFilterError, match="pki_cert_sans: expected a list of strings, got str"):
-        drift(read(), sans="DNS:web-01")
-    with pytest.raises(AnsibleFilterError, match="pki_cert_usage: expected a list of strings, got str"):
-        infra_pki_cert_drift(read(), pem(CA), "nginx", SANS, "serverAuth", 30, now=NOW)
 
 
 # The CA on the controller (infra_pki_ca_drift): what tasks/ca_make.yml makes, a passphrase-encrypted
