@@ -38,7 +38,7 @@ TASKS = """
     src: demo.conf.j2
     dest: "{{ out_dir }}/by-template.conf"
     mode: "0644"
-- name: With infra_files
+- name: With infra_files, twice
   infra_files:
     files:
       - dest: "{{ out_dir }}/by-infra-files.conf"
@@ -46,19 +46,11 @@ TASKS = """
         owner: "{{ me }}"
         group: "{{ my_group }}"
         mode: "0644"
-  register: first
-- name: Again
-  infra_files:
-    files:
-      - dest: "{{ out_dir }}/by-infra-files.conf"
-        template: demo.conf.j2
-        owner: "{{ me }}"
-        group: "{{ my_group }}"
-        mode: "0644"
-  register: second
+  loop: [first, second]
+  register: runs
 - name: Report
   ansible.builtin.copy:
-    content: "{{ {'first': first.changed, 'second': second.changed} | to_json }}"
+    content: "{{ dict(runs.results | map(attribute='item') | zip(runs.results | map(attribute='changed'))) | to_json }}"
     dest: "{{ out_dir }}/report.json"
     mode: "0644"
 - name: A template that is not there
