@@ -34,7 +34,7 @@ lock: ## Re-resolve requirements.in into the fully pinned requirements.txt
 	rm -rf .venv-lock
 
 lab-up: venv ## Start the lab's containers (Docker engine and images included), no playbook
-	$(LABCTL) up --inventory $(LAB_INVENTORY)
+	$(LABCTL) up --inventory $(LAB_INVENTORY) --connection-vars $(LAB_INVENTORY)/lab_connection.yml
 
 lab: lab-up ## Start the lab and converge site.yml over SSH, as in production
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) lab/support.yml
@@ -42,7 +42,7 @@ lab: lab-up ## Start the lab and converge site.yml over SSH, as in production
 	@$(LABCTL) info --inventory $(LAB_INVENTORY)
 
 lab-down: ## Remove the lab's containers, network, SSH key and internal CA (images stay cached)
-	$(LABCTL) down --prefix lab
+	$(LABCTL) down --prefix lab --connection-vars $(LAB_INVENTORY)/lab_connection.yml
 	rm -rf $(LAB_INVENTORY)/pki
 
 qps: venv ## Live requests per second per web server and at the load balancer (lab's Prometheus)

@@ -60,6 +60,8 @@ PREFIX = "bench"
 STATE = ROOT / ".cache" / "bench"
 SUBNET = "172.30.30.0/24"  # the bench's own network; the lab's hosts keep their offsets in it
 LAB_INVENTORY = ROOT / "inventory" / "lab"
+# The SSH settings labctl writes into an inventory (`up --connection-vars`): the bench's own, not the lab's.
+CONNECTION_VARS = "lab_connection.yml"
 CLIENT_HOST = "client"  # wrk's host: the lab's outsider (lab/support.yml gives it its tools)
 
 
@@ -157,7 +159,7 @@ def write_inventory(topo):
     inv = STATE / "inventory"
     if inv.exists():
         shutil.rmtree(inv)
-    shutil.copytree(LAB_INVENTORY, inv, ignore=shutil.ignore_patterns("pki"))
+    shutil.copytree(LAB_INVENTORY, inv, ignore=shutil.ignore_patterns("pki", CONNECTION_VARS))
     hosts = move_addresses((inv / "hosts.yml").read_text(), topo["lab_subnet"])
     hosts = re.sub(r"\n\s+lab_publish: \[[^\]]*\]", "", hosts)
     (inv / "hosts.yml").write_text(hosts)
@@ -235,7 +237,8 @@ def fresh_lab(inv):
     """Remove the bench's containers and fact cache, start fresh ones."""
     sh([sys.executable, "lab/labctl.py", "down", "--prefix", PREFIX])
     shutil.rmtree(STATE / "facts", ignore_errors=True)
-    sh([sys.executable, "lab/labctl.py", "up", "--prefix", PREFIX, "--inventory", str(inv), "--no-publish"])
+    sh([sys.executable, "lab/labctl.py", "up", "--prefix", PREFIX, "--inventory", str(inv), "--no-publish",
+        "--connection-vars", str(inv / CONNECTION_VARS)])
 
 
 # The controller's peak resident memory of each logged playbook run, MiB (its largest process).

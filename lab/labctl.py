@@ -523,6 +523,26 @@ def write_ssh_config(prefix: str, hosts: list[dict], user: str, key: Path) -> Pa
     return cfg
 
 
+def write_connection_vars(path: Path, key: Path) -> Path:
+    """An inventory source beside the lab's hosts: how Ansible reaches them, as plain values.
+
+    The key's path is this checkout's, known only here. Written as a template in the inventory's
+    group_vars, it was rendered again for every task on every host (a Jinja compile in each
+    forked worker, about 5 ms of the controller's CPU per task and host: docs/benchmarks.md);
+    plain values cost nothing. Group ``all``'s inventory variables, the lowest of an inventory's.
+    """
+    known = key.parent / "known_hosts"
+    path.write_text(
+        "# Written by `lab/labctl.py up --connection-vars` (make lab-up) for this checkout's lab, and\n"
+        "# removed by `make lab-down`; git-ignored. How Ansible reaches the lab's hosts: its SSH key\n"
+        "# and known hosts under .lab/ (absolute paths, no template to render for every task).\n"
+        # JSON strings are YAML's double-quoted scalars: any path is quoted right.
+        "all:\n  vars:\n"
+        f"    ansible_ssh_private_key_file: {json.dumps(str(key))}\n"
+        f"    ansible_ssh_common_args: {json.dumps(f'-o UserKnownHostsFile={known} -o StrictHostKeyChecking=accept-new -o IdentitiesOnly=yes')}\n")
+    return path
+
+
 def cmd_up(args) -> None:
     """`labctl.py up`: engine, images, network, containers, admin user; then wait for SSH."""
     ensure_engine()
@@ -553,6 +573,8 @@ def cmd_up(args) -> None:
     for host in hosts:
         wait_for_ssh(args.prefix, host, args.user, key)
     write_ssh_config(args.prefix, hosts, args.user, key)
+    if args.connection_vars:
+        write_connection_vars(Path(args.connection_vars), key)
     if args.hosts_out:
         Path(args.hosts_out).write_text(json.dumps(hosts, indent=2) + "\n")
     log(f"{len(hosts)} hosts up on {network} ({subnet}), reachable over SSH as {args.user}")
@@ -576,6 +598,9 @@ def cmd_down(args) -> None:
     if keydir.exists():
         shutil.rmtree(keydir)
         log(f"removed {keydir}")
+    if args.connection_vars and Path(args.connection_vars).exists():
+        Path(args.connection_vars).unlink()
+        log(f"removed {args.connection_vars}")
 
 
 def cmd_info(args) -> None:
@@ -610,8 +635,11 @@ def main(argv=None) -> int:
     p_up.add_argument("--hosts-out", help="write the hosts started, with their addresses, to this JSON file")
     p_up.add_argument("--user", default=DEFAULT_ADMIN)
     p_up.add_argument("--no-publish", action="store_true")
+    p_up.add_argument("--connection-vars", metavar="FILE",
+                      help="write the SSH settings Ansible reaches the hosts with to this inventory file")
     p_down = sub.add_parser("down", help="remove the lab's containers, network and key")
     p_down.add_argument("--prefix", default="lab")
+    p_down.add_argument("--connection-vars", metavar="FILE", help="remove this file written by up")
     p_info = sub.add_parser("info", help="print how to reach the lab")
     p_info.add_argument("--prefix", default="lab")
     p_info.add_argument("--inventory", default="inventory/lab")

@@ -184,3 +184,50 @@ def test_molecule_platforms_are_the_lab_inventory():
     manager = InventoryManager(loader=DataLoader(), sources=[str(ROOT / "inventory/lab")])
     inventory = {h.name: sorted(g.name for g in h.get_groups() if g.name != "all") for h in manager.get_hosts()}
     assert {p["name"]: sorted(p["groups"]) for p in platforms} == inventory
+
+
+def test_connection_vars_are_plain_values_ansible_reads(tmp_path):
+    """`up --connection-vars` writes an inventory source Ansible reads: the key and known hosts
+    of this checkout, as plain values (a template is rendered for every task on every host)."""
+    import shutil
+    import subprocess
+    import sys
+
+    inv = tmp_path / "inv"
+    shutil.copytree(ROOT / "inventory" / "lab", inv, ignore=shutil.ignore_patterns("pki", "lab_connection.yml"))
+    key = tmp_path / "a dir" / "id_ed25519"  # a space: quoted right
+    labctl.write_connection_vars(inv / "lab_connection.yml", key)
+    assert "{{" not in (inv / "lab_connection.yml").read_text()
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inv), "--host", "web-01"],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    hostvars = json.loads(proc.stdout)
+    assert hostvars["ansible_ssh_private_key_file"] == str(key)
+    assert hostvars["ansible_ssh_common_args"] == (f"-o UserKnownHostsFile={key.parent / 'known_hosts'} "
+                                                   "-o StrictHostKeyChecking=accept-new -o IdentitiesOnly=yes")
+
+
+@pytest.mark.parametrize("inventory", ["lab", "production"])
+def test_no_connection_setting_is_a_template(inventory):
+    """An inventory's connection settings (ansible_user, ansible_ssh_*, ansible_host...) are
+    plain values: each template among them is compiled again in every task's worker."""
+    import yaml
+
+    connection = ("ansible_host", "ansible_port", "ansible_user", "ansible_ssh", "ansible_connection",
+                  "ansible_private_key_file", "ansible_become", "ansible_python_interpreter")
+    found = []
+    for path in sorted((ROOT / "inventory" / inventory).rglob("*.yml")):
+        if "pki" in path.parts or path.name == "vault.yml":
+            continue
+
+        def walk(node, where):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if isinstance(key, str) and key.startswith(connection) and isinstance(value, str) and "{{" in value:
+                        found.append(f"{path.relative_to(ROOT)}: {key}")
+                    walk(value, where)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item, where)
+
+        walk(yaml.safe_load(path.read_text()), path)
+    assert not found, f"templated connection settings: {found}"
