@@ -27,7 +27,10 @@ inventory), with the tags of the roles that took the shortcut:
   and are enabled again;
 - the backup role's SSH key and its line on each backup host are read, and their modules run
   only where they differ: the key's public file removed comes back (the same key), and the line
-  removed from a backup host's authorized keys is added again.
+  removed from a backup host's authorized keys is added again;
+- the certificates' hand-on is read from the issuer (its key, and each other load balancer's
+  account, authorized keys and PEM), and its modules and push run only where they differ
+  (test_certificate_hand_on_mends_what_differs).
 
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
@@ -36,7 +39,7 @@ stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
 import os
 import stat
 
-from conftest import get, names_of, playbook, recap, site_setting
+from conftest import certbot_issuer, get, names_of, playbook, recap, site_setting
 
 PACKAGE = "prometheus-node-exporter-collectors"  # in exporters_packages: installed by common's transaction
 APT_TIMER = "prometheus-node-exporter-apt.timer"
@@ -184,3 +187,46 @@ def test_a_run_with_shortcuts_still_undoes_drift():
             for timer in APT_TIMERS:
                 assert server.service(timer).is_running and server.service(timer).is_enabled, \
                     f"{timer} on {server.backend.hostname}, stopped or disabled by hand, was not mended"
+
+
+def test_certificate_hand_on_mends_what_differs():
+    """On each other load balancer, the sync account's shell changed, the issuer's line removed
+    from its authorized keys and HAProxy's PEM edited: one `--tags certs` run puts back the
+    account and the line, and hands the issuer's PEM on again; the issuer's key then logs in."""
+    issuer = certbot_issuer()
+    peers = [name for name in names_of("loadbalancers") if name != issuer]
+    assert peers, "the hand-on needs a second load balancer"
+    user = site_setting("certbot_sync_user")
+    with get(issuer).sudo():
+        pem = get(issuer).check_output("ls /etc/haproxy/certs/*.pem").split()
+        assert len(pem) == 1, pem
+        wanted = get(issuer).check_output(f"sha256sum < {pem[0]}")
+    lines = {}
+    for name in peers:
+        peer = get(name)
+        with peer.sudo():
+            authorized = f"{peer.user(user).home}/.ssh/authorized_keys"
+            lines[name] = peer.file(authorized).content_string
+            assert lines[name].strip(), f"{name}: no authorized key for {user}"
+            peer.run_test(f"usermod -s /bin/bash {user} && : > {authorized} && echo '# edited' >> {pem[0]}")
+            assert peer.check_output(f"sha256sum < {pem[0]}") != wanted
+
+    run = playbook("--limit", "loadbalancers", "--tags", "certs")
+    assert run.returncode == 0, run.stdout[-3000:]
+    changed = recap(run)
+    assert changed[issuer] >= 1 and all(changed[name] >= 2 for name in peers), changed
+
+    for name in peers:
+        peer = get(name)
+        with peer.sudo():
+            assert peer.user(user).shell == "/bin/sh", f"{name}: {user}'s shell was not mended"
+            assert peer.file(f"{peer.user(user).home}/.ssh/authorized_keys").content_string == lines[name], \
+                f"{name}: the issuer's line was not put back"
+            assert peer.check_output(f"sha256sum < {pem[0]}") == wanted, f"{name}: the issuer's PEM was not handed on"
+    # The issuer's key logs in and runs the install script: every other node says unchanged.
+    with get(issuer).sudo():
+        pushed = get(issuer).check_output(site_setting("certbot_push_script"))
+    assert sorted(line.split(":")[0] for line in pushed.splitlines() if ": unchanged " in line) == sorted(peers), pushed
+    # Nothing left to do: the reads find everything as wanted.
+    run = playbook("--limit", "loadbalancers", "--tags", "certs")
+    assert run.returncode == 0 and not any(recap(run).values()), run.stdout[-3000:]
