@@ -3,6 +3,7 @@ infra_site_roles): a role added to a play is validated and its packages collecte
 second list to keep. These tests hold the plays to what the filter reads, and the filter to them.
 """
 
+import configparser
 import re
 import sys
 from pathlib import Path
@@ -163,3 +164,23 @@ def test_every_fact_the_project_reads_is_in_the_subset_site_yml_gathers():
     assert {"ansible_distribution_release", "ansible_virtualization_type", "ansible_default_ipv4"} <= facts_read
     missing = {name: sorted(read[name]) for name in facts_read - gathered}
     assert not missing, f"facts read but not gathered by site.yml's gather_subset: {missing}"
+
+
+def test_no_fact_is_read_as_a_top_level_variable():
+    """ansible.cfg and the scenarios turn inject_facts_as_vars off (README, "Speed"): a fact read
+    as ansible_<name> would be undefined there. Every fact is read as ansible_facts['name']."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "ansible.cfg")
+    assert cfg["defaults"].getboolean("inject_facts_as_vars") is False
+    molecule = yaml.safe_load((ROOT / ".config" / "molecule" / "config.yml").read_text())
+    assert molecule["provisioner"]["config_options"]["defaults"]["inject_facts_as_vars"] is False
+    # ansible_local is always a variable too; the others are facts only.
+    facts = set(FACT_NAMES["all"]) - {"ansible_local"}
+    bare = {}
+    for pattern in ("roles/**/*.yml", "roles/**/*.j2", "playbooks/*.yml", "site.yml", "molecule/**/*.yml",
+                    "lab/*.yml", "inventory/**/*.yml"):
+        for path in ROOT.glob(pattern):
+            for match in FACT_REFERENCE.finditer(path.read_text(encoding="utf-8")):
+                if match.group(3) in facts:
+                    bare.setdefault(match.group(3), set()).add(str(path.relative_to(ROOT)))
+    assert not bare, f"facts read as top-level variables: {bare}"
