@@ -176,6 +176,29 @@ def test_a_monitoring_account_changed_by_hand_is_made_right_by_the_next_run():
     assert run.returncode == 0 and recap(run)[name] == 0, run.stdout[-3000:]
 
 
+def test_the_archive_account_changed_by_hand_is_made_right_by_the_next_run():
+    """The backup role's binary log archive account joins the accounts' record (a line of its
+    own): a privilege revoked by hand changes a checksum, a run of the database and backup plays
+    grants it again, and the next run skips the account's module as one task."""
+    name = REPLICAS[-1]
+    server = get(name)
+    user = site_setting("backup_binlog_user")
+    hosts = [row[0] for row in sql(server, f"SELECT host FROM mysql.user WHERE user = '{user}'")]
+    assert hosts, f"no {user} account on {name}"
+    account = f"'{user}'@'{hosts[0]}'"
+    wanted = sql(server, f"SHOW GRANTS FOR {account}")
+    assert "BINLOG MONITOR" in wanted[0][0], wanted
+    sql(server, f"SET sql_log_bin = 0; REVOKE BINLOG MONITOR ON *.* FROM {account}")
+    assert "BINLOG MONITOR" not in sql(server, f"SHOW GRANTS FOR {account}")[0][0]
+    run = playbook("--tags", "db,backup", "--limit", name)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert recap(run)[name] >= 1, run.stdout[-3000:]
+    assert sql(server, f"SHOW GRANTS FOR {account}") == wanted, "the privilege revoked by hand stayed revoked"
+    run = playbook("--tags", "db,backup", "--limit", name)
+    assert run.returncode == 0 and recap(run)[name] == 0, run.stdout[-3000:]
+    assert "archive_account.yml" not in run.stdout, "the account's module ran although the record shows it current"
+
+
 WRITER = r"""
 import os, ssl, sys, time, pymysql
 host, password, out = sys.argv[1], sys.argv[2], sys.argv[3]
