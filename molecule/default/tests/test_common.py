@@ -100,3 +100,14 @@ def test_unattended_upgrades_take_security_updates(host):
     out = result.stdout + result.stderr
     assert f"codename={codename}-security" in out
     assert "Allowed origins are:" in out
+
+
+def test_a_refresh_of_the_package_lists_is_recorded(host):
+    """apt records each successful refresh (update-success-stamp): the roles' cache_valid_time
+    counts from it, so lists refreshed without news are not refreshed again at every run."""
+    stamp = "/var/lib/apt/periodic/update-success-stamp"
+    with host.sudo():
+        host.run_test(f"touch -d '2 days ago' {stamp}")
+        before = host.file(stamp).mtime
+        host.run_test("apt-get update -qq")
+        assert host.file(stamp).mtime > before, f"{stamp} did not move with a successful refresh"
