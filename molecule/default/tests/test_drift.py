@@ -123,8 +123,10 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         edited.run_test(f"echo '{INTRUDER}' >> {home}/.ssh/authorized_keys && chmod 0755 {home}/.ssh")
 
         # Drift 9: the internal CA's key, on the controller, opened to 0644 (its modules run only
-        # where the CA differs from what they make: filter infra_pki_ca_drift).
+        # where the CA differs from what they make: filter infra_pki_ca_drift), and its directory
+        # to 0755 (made sure of only where it is not a directory of mode 0700).
         os.chmod(CA_KEY, 0o644)
+        os.chmod(os.path.dirname(CA_KEY), 0o755)
 
         # Drift 10: the backup role's SSH key (read with ssh-keygen -y, the module runs only where
         # it differs) loses its public file on the last web server, a database server; its line
@@ -173,6 +175,7 @@ def test_a_run_with_shortcuts_still_undoes_drift():
             "the renewal's challenge port keeps its hand edit"
         assert edited.file(f"{home}/.ssh/authorized_keys").content_string == keys, "the key added by hand stayed"
         assert stat.S_IMODE(os.stat(CA_KEY).st_mode) == 0o600, "the CA key opened by hand stayed open"
+        assert stat.S_IMODE(os.stat(os.path.dirname(CA_KEY)).st_mode) == 0o700, "the CA directory opened by hand stayed open"
         assert edited.file(f"{home}/.ssh").mode == 0o700
         assert edited.service(EXPORTER).is_running and edited.service(EXPORTER).is_enabled, \
             "the exporter disabled and stopped by hand was not started and enabled again"
