@@ -113,4 +113,12 @@ class ActionModule(ActionBase):
             args.update(cache_valid_time=valid, update_cache=update)
         sub = self._execute_module(module_name="ansible.legacy.apt", module_args=args, task_vars=task_vars)
         sub.update(missing=missing, lists_age=age)
+        if stale and not sub.get("failed") and not self._task.check_mode:
+            # The lists were stale by apt's own rule (the same stamps), so the module refreshed
+            # them: their time goes where apt's cache_valid_time (and this action) reads it first.
+            # A refresh that finds nothing new leaves the lists' folder as it was (the module then
+            # even says cache_updated: false), and without the stamp the next task and every later
+            # run would refresh again. The common role also has apt write it at every successful
+            # refresh, the daily timer's included.
+            self._low_level_execute_command(f"touch {STAMPS[0]}", sudoable=True)
         return sub

@@ -56,3 +56,57 @@ def test_check_args_takes_a_name_or_a_list():
 def test_check_args_names_the_field(args, message):
     with pytest.raises(AnsibleActionFail, match=message):
         check_args(args)
+
+
+class FakeTask:
+    def __init__(self, args, check_mode=False):
+        self.args, self.check_mode = args, check_mode
+
+
+def run_action(monkeypatch, answer, apt_result, check_mode=False):
+    """infra_packages' run() against a host whose dpkg gives `answer` and whose apt module
+    returns `apt_result`: (the result, the commands run on the host, the modules called)."""
+    from ansible.plugins.action import ActionBase
+
+    import infra_packages as plugin
+
+    monkeypatch.setattr(ActionBase, "run", lambda self, tmp=None, task_vars=None: {})
+    commands, modules = [], []
+    action = plugin.ActionModule.__new__(plugin.ActionModule)
+    action._task = FakeTask({"name": ["nginx"], "cache_valid_time": 3600}, check_mode)
+
+    def low_level(cmd, sudoable=False):
+        commands.append(cmd)
+        return {"rc": 0, "stdout": answer if "dpkg-query" in cmd else ""}
+
+    def module(module_name, module_args, task_vars):
+        modules.append((module_name, module_args))
+        return dict(apt_result)
+
+    action._low_level_execute_command = low_level
+    action._execute_module = module
+    return action.run(task_vars={}), commands, modules
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_refresh_is_stamped_so_the_next_task_and_run_do_not_refresh_again(monkeypatch, check_mode):
+    # nginx installed, the lists two hours old: apt refreshes them; the refresh is stamped where
+    # apt's cache_valid_time reads it (not in a dry run, which refreshed nothing).
+    # apt says cache_updated: false for a refresh that found nothing new (the lists' folder kept
+    # its time): refreshed all the same.
+    result, commands, modules = run_action(monkeypatch, "ii nginx\nlists-age 7200\n",
+                                           {"changed": False, "cache_updated": False}, check_mode)
+    assert [m[0] for m in modules] == ["ansible.legacy.apt"]
+    touched = [c for c in commands if c.startswith("touch ")]
+    assert touched == ([] if check_mode else ["touch /var/lib/apt/periodic/update-success-stamp"])
+    assert result["lists_age"] == 7200
+
+
+def test_no_refresh_no_stamp(monkeypatch):
+    result, commands, modules = run_action(monkeypatch, "ii nginx\nlists-age 60\n", {})
+    assert not modules and not [c for c in commands if c.startswith("touch ")] and result["changed"] is False
+
+
+def test_a_failed_refresh_is_not_stamped(monkeypatch):
+    _, commands, _ = run_action(monkeypatch, "ii nginx\nlists-age 7200\n", {"failed": True, "msg": "no network"})
+    assert not [c for c in commands if c.startswith("touch ")]
