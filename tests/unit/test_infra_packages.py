@@ -110,3 +110,18 @@ def test_no_refresh_no_stamp(monkeypatch):
 def test_a_failed_refresh_is_not_stamped(monkeypatch):
     _, commands, _ = run_action(monkeypatch, "ii nginx\nlists-age 7200\n", {"failed": True, "msg": "no network"})
     assert not [c for c in commands if c.startswith("touch ")]
+
+
+def test_the_common_roles_apt_hook_writes_the_stamp_this_action_reads():
+    """The common role has apt stamp every successful refresh; that stamp is the first this
+    action (and apt's cache_valid_time) reads: one file, named in both places."""
+    from pathlib import Path
+
+    import yaml
+
+    from infra_packages import STAMPS
+
+    root = Path(__file__).resolve().parents[2]
+    files = yaml.safe_load((root / "roles/common/vars/main.yml").read_text())["common_upgrades_files"]
+    hook = next(f for f in files if f["dest"] == "/etc/apt/apt.conf.d/15update-stamp")
+    assert f'"touch {STAMPS[0]} ' in hook["content"]
