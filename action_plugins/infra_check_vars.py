@@ -66,6 +66,11 @@ has passed: the role's Debian packages, returned as ``packages`` (site.yml's pre
 them for the common role's one apt transaction). ``rules`` and ``packages`` reach the plugin
 untemplated (``finalize_task_arg``): they are templated here, after the checks, with each
 rule's own variables, so a bad value is refused by name, never by a templating error first.
+
+``named_in`` (``{file: firewall_flows.yml, roles_dir: DIR}``) checks, in the same call, the
+options of every role under ``DIR`` that has that file, those its text names (the firewall's
+flows are rendered from other roles' variables: a bad port is refused under its own name, with
+the role whose file names it). The files found are returned, sorted, as ``named_in_files``.
 """
 
 from __future__ import annotations
@@ -465,6 +470,15 @@ def refused(result, role, problems):
     return result
 
 
+def files_named_in(named_in):
+    """The paths of ``roles_dir/<role>/<file>`` that exist, sorted (``named_in``: file, roles_dir)."""
+    name, roles_dir = named_in["file"], named_in["roles_dir"]
+    if not name or os.sep in name:
+        raise KeyError(f"file must be a file name, got {name!r}")
+    return sorted(path for path in (os.path.join(roles_dir, role, name) for role in os.listdir(roles_dir))
+                  if os.path.isfile(path))
+
+
 def load_options(role_dir, entry_point="validate"):
     """The options of one entry point of a role's meta/argument_specs.yml (anchors resolved)."""
     with open(os.path.join(role_dir, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
@@ -476,7 +490,7 @@ class ActionModule(ActionBase):
     """Check the variables of a role (or those of its options named in ``only_in``) on the controller."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "rules", "packages"))
+    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "rules", "packages", "named_in"))
     # Templated by run(), after the options' checks, and each rule with its own variables.
     _LATE_ARGS = frozenset(("rules", "packages"))
 
@@ -506,7 +520,42 @@ class ActionModule(ActionBase):
         problems = self._check_rules([r for r in rules if isinstance(r, dict) and r.get("first")], task_vars)
         if problems:
             return refused(result, role, problems)
-        uncomputed = []
+        problems.extend(self._check_options(options, only_in, role, task_vars, ctx))
+        named_in = self._task.args.get("named_in")
+        if named_in is not None:
+            try:
+                named_files = files_named_in(named_in)
+            except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+                result.update(failed=True, msg=f"infra_check_vars: named_in {named_in!r}: {exc}")
+                return result
+            for path in named_files:
+                other = os.path.basename(os.path.dirname(path))
+                with open(path, encoding="utf-8") as handle:
+                    text = handle.read()
+                where = f" (role {other}, named in its {os.path.basename(path)})"
+                problems.extend(m + where for m in self._check_options(
+                    load_options(os.path.dirname(path), entry_point), text, other, task_vars, ctx))
+            result["named_in_files"] = named_files
+        if not problems:
+            problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], task_vars)
+        if problems:
+            return refused(result, role, problems)
+        result.update(changed=False, msg=f"Role {role}: variables checked")
+        if "packages" in self._task.args:
+            try:
+                packages = self._templar.template(self._task.args["packages"])
+            except AnsibleError as exc:
+                result.update(failed=True, msg=f"Role {role}: its packages could not be computed ({str(exc).splitlines()[0]})")
+                return result
+            if not isinstance(packages, list) or not all(isinstance(name, str) for name in packages):
+                result.update(failed=True, msg=f"Role {role}: packages must be a list of package names, got {packages!r}")
+                return result
+            result["packages"] = sorted(set(packages))
+        return result
+
+    def _check_options(self, options, only_in, role, task_vars, ctx):
+        """The problems of a role's options (those ``only_in`` names, when given), in order."""
+        problems, uncomputed = [], []
         for name, spec in options.items():
             if only_in is not None and not re.search(rf"\b{re.escape(name)}\b", str(only_in)):
                 continue
@@ -531,22 +580,7 @@ class ActionModule(ActionBase):
         for name, error in uncomputed:
             # A value derived from another, wrong one: that one is named above.
             problems.append(f"{name}: could not be computed" + (" from the values above" if problems else f" ({error})"))
-        if not problems:
-            problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], task_vars)
-        if problems:
-            return refused(result, role, problems)
-        result.update(changed=False, msg=f"Role {role}: variables checked")
-        if "packages" in self._task.args:
-            try:
-                packages = self._templar.template(self._task.args["packages"])
-            except AnsibleError as exc:
-                result.update(failed=True, msg=f"Role {role}: its packages could not be computed ({str(exc).splitlines()[0]})")
-                return result
-            if not isinstance(packages, list) or not all(isinstance(name, str) for name in packages):
-                result.update(failed=True, msg=f"Role {role}: packages must be a list of package names, got {packages!r}")
-                return result
-            result["packages"] = sorted(set(packages))
-        return result
+        return problems
 
     def _check_rules(self, rules, task_vars):
         """The messages of the rules that fail (see the module's docstring), in order."""

@@ -34,7 +34,7 @@ RULES = [
 
 
 def run(tmp_path, rules=None, packages="{{ ['pkg-a'] + (['pkg-b'] if demo_n | int > 1 else []) + ['pkg-a'] }}",
-        demo_n=3, sizes=(1, 2)):
+        demo_n=3, sizes=(1, 2), extra_args=None, extra_vars=None):
     role = tmp_path / "roles" / "demo"
     (role / "meta").mkdir(parents=True, exist_ok=True)
     (role / "tasks").mkdir(exist_ok=True)
@@ -42,6 +42,7 @@ def run(tmp_path, rules=None, packages="{{ ['pkg-a'] + (['pkg-b'] if demo_n | in
     check = {"rules": RULES if rules is None else rules}
     if packages is not None:
         check["packages"] = packages
+    check.update(extra_args or {})
     (role / "tasks" / "validate.yml").write_text(yaml.safe_dump([
         {"name": "Check", "infra_check_vars": check, "vars": {"demo_max": 10}, "register": "demo_checked",
          "delegate_to": "localhost"},
@@ -50,7 +51,7 @@ def run(tmp_path, rules=None, packages="{{ ['pkg-a'] + (['pkg-b'] if demo_n | in
     ]))
     (tmp_path / "play.yml").write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False,
-        "vars": {"demo_n": demo_n, "demo_items": [{"size": size} for size in sizes]},
+        "vars": {"demo_n": demo_n, "demo_items": [{"size": size} for size in sizes], **(extra_vars or {})},
         "tasks": [{"ansible.builtin.include_role": {"name": "demo", "tasks_from": "validate", "rolespec_validate": False}}],
     }]))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(tmp_path / "roles"),
@@ -124,3 +125,36 @@ def test_packages_must_be_a_list_of_names(tmp_path):
     rc, out = run(tmp_path, packages="{{ 'one-package' }}")
     assert rc != 0
     assert "Role demo: packages must be a list of package names, got 'one-package'" in out, out
+
+
+def flow_roles(tmp_path):
+    """Two roles under flows/: one whose firewall_flows.yml names one of its two options, one without the file."""
+    for name, flows in (("other", "firewall_flows: [{port: '{{ other_port }}'}]\n"), ("plain", None)):
+        role = tmp_path / "flows" / name
+        (role / "meta").mkdir(parents=True)
+        (role / "meta" / "argument_specs.yml").write_text(yaml.safe_dump({"argument_specs": {"validate": {"options": {
+            f"{name}_port": {"type": "int", "description": "A port. [check: port]"},
+            f"{name}_count": {"type": "int", "description": "A count. [check: int 1..]"}}}}}))
+        if flows:
+            (role / "firewall_flows.yml").write_text(flows)
+    return {"named_in": {"file": "firewall_flows.yml", "roles_dir": str(tmp_path / "flows")}}
+
+
+def test_the_options_a_roles_flow_file_names_are_checked_in_the_same_call(tmp_path):
+    args = flow_roles(tmp_path)
+    rc, result = run(tmp_path, extra_args=args, extra_vars={"other_port": 8080, "other_count": 0, "plain_port": 0})
+    # other_count is not named in the flows, plain has no flow file: neither is checked here.
+    assert rc == 0, result
+    assert result["named_in_files"] == [str(tmp_path / "flows" / "other" / "firewall_flows.yml")]
+    rc, out = run(tmp_path, extra_args=args, extra_vars={"other_port": 70000})
+    assert rc != 0
+    assert "other_port: got 70000" in out and "(role other, named in its firewall_flows.yml)" in out, out
+    assert "Role demo: 1 variable value(s) refused" in out, out
+
+
+def test_named_in_takes_a_file_name_not_a_path(tmp_path):
+    args = flow_roles(tmp_path)
+    args["named_in"]["file"] = "meta/argument_specs.yml"
+    rc, out = run(tmp_path, extra_args=args)
+    assert rc != 0
+    assert "named_in" in out and "file must be a file name" in out, out

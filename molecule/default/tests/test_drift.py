@@ -30,7 +30,10 @@ inventory), with the tags of the roles that took the shortcut:
   removed from a backup host's authorized keys is added again;
 - the certificates' hand-on is read from the issuer (its key, and each other load balancer's
   account, authorized keys and PEM), and its modules and push run only where they differ
-  (test_certificate_hand_on_mends_what_differs).
+  (test_certificate_hand_on_mends_what_differs);
+- the backup hosts' account is read with getent, and its module runs only where it differs: its
+  shell changed and its password unlocked by hand are put back
+  (test_the_backup_store_account_is_mended_where_it_differs).
 
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
@@ -232,4 +235,31 @@ def test_certificate_hand_on_mends_what_differs():
     assert sorted(line.split(":")[0] for line in pushed.splitlines() if ": unchanged " in line) == sorted(peers), pushed
     # Nothing left to do: the reads find everything as wanted.
     run = playbook("--limit", "loadbalancers", "--tags", "certs")
+    assert run.returncode == 0 and not any(recap(run).values()), run.stdout[-3000:]
+
+
+def test_the_backup_store_account_is_mended_where_it_differs():
+    """The account the database servers log in as is read before its module runs (raw getent):
+    on each backup host, its shell changed and its password unlocked by hand are put back by a
+    `--tags backup` run of the backup hosts."""
+    user = site_setting("backup_store_user")
+    hosts = names_of(site_setting("backup_host_group"))
+    assert hosts, "no backup host in the inventory"
+    for name in hosts:
+        host = get(name)
+        with host.sudo():
+            assert host.user(user).shell == "/bin/sh" and host.user(user).password == "!"
+            host.run_test(f"usermod -s /bin/bash -p '*' {user}")
+            assert host.user(user).shell == "/bin/bash" and host.user(user).password == "*"
+
+    run = playbook("--limit", ",".join(hosts), "--tags", "backup")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert all(recap(run)[name] >= 1 for name in hosts), recap(run)
+    for name in hosts:
+        host = get(name)
+        with host.sudo():
+            assert host.user(user).shell == "/bin/sh", f"{name}: {user}'s shell was not mended"
+            assert host.user(user).password == "!", f"{name}: {user}'s password was not locked again"
+    # Nothing left to do: the read finds the account as wanted.
+    run = playbook("--limit", ",".join(hosts), "--tags", "backup")
     assert run.returncode == 0 and not any(recap(run).values()), run.stdout[-3000:]
