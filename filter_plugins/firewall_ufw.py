@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 
 from ansible.errors import AnsibleFilterError
 
@@ -157,6 +158,58 @@ def firewall_ufw_changes(state, wanted, defaults, logging="low"):
     }
 
 
+UFW_LOG_LEVELS = ("on", "off", "low", "medium", "high", "full")
+
+
+def firewall_ufw_commands(todo, logging="low", reload=False, dry_run=False):
+    """The ufw command lines that apply firewall_ufw_changes' result, for one shell call.
+
+    Each line is what community.general.ufw would run for the same rule (``ufw [delete] allow
+    from SOURCE to any [port PORT] proto PROTO [comment TEXT]``, arguments shell-quoted), in an
+    order that never leaves the host with fewer allow rules than it ends with: the rules to add
+    first, then the default policies, then the rules to remove; then ``--force enable`` where
+    ufw is off, else ``reload`` where ``reload`` (a file ufw reads at load changed); then the
+    logging level. ``dry_run`` (check mode): the rules' lines with ``--dry-run``, which ufw
+    honours for rules alone (its ``logging`` command writes its setting even then), and the
+    others as an ``echo`` of what a real run would do, as community.general.ufw leaves them to
+    its own comparison in check mode. Nothing to do: [].
+    """
+    if not isinstance(todo, dict) or not {"add", "remove", "defaults", "enable", "logging"} <= set(todo):
+        raise AnsibleFilterError("todo must be the result of firewall_ufw_changes")
+    if logging not in UFW_LOG_LEVELS:
+        raise AnsibleFilterError(f"firewall_ufw_logging: {logging!r} is not one of {', '.join(UFW_LOG_LEVELS)}")
+    ufw = "ufw --dry-run" if dry_run else "ufw"
+
+    def other(command):
+        return "echo " + shlex.quote(f"would run: ufw {command}") if dry_run else f"ufw {command}"
+
+    def rule(item, delete=False):
+        for field in ("from_ip", "proto"):
+            if not str(item.get(field) or "").strip():
+                raise AnsibleFilterError(f"{'remove' if delete else 'add'}: rule {item.get('key', item)!r} has no {field}")
+        words = [ufw] + (["delete"] if delete else []) + ["allow", "from", shlex.quote(str(item["from_ip"])), "to", "any"]
+        if item.get("to_port") not in (None, ""):
+            words += ["port", shlex.quote(str(item["to_port"]))]
+        words += ["proto", shlex.quote(str(item["proto"]))]
+        if item.get("comment") and not delete:
+            words += ["comment", shlex.quote(str(item["comment"]))]
+        return " ".join(words)
+
+    lines = [rule(item) for item in todo["add"]]
+    for item in todo["defaults"]:
+        if item.get("direction") not in UFW_DEFAULTS.values() or item.get("policy") not in UFW_POLICIES.values():
+            raise AnsibleFilterError(f"defaults: {item!r} is not a policy (allow, deny, reject) for incoming, outgoing or routed")
+        lines.append(other(f"default {item['policy']} {item['direction']}"))
+    lines += [rule(item, delete=True) for item in todo["remove"]]
+    if todo["enable"]:
+        lines.append(other("--force enable"))
+    elif reload:
+        lines.append(other("reload"))
+    if todo["logging"]:
+        lines.append(other(f"logging {logging}"))
+    return lines
+
+
 class FilterModule:
     """ufw filters."""
 
@@ -166,4 +219,5 @@ class FilterModule:
             "firewall_ufw_rules": firewall_ufw_rules,
             "firewall_ufw_state": firewall_ufw_state,
             "firewall_ufw_changes": firewall_ufw_changes,
+            "firewall_ufw_commands": firewall_ufw_commands,
         }

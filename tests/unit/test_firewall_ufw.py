@@ -1,11 +1,13 @@
 """Unit tests of filter_plugins/firewall_ufw.py: the compiled rules as ufw arguments, ufw's state
 read from its files, and the commands between them."""
 
+import re
+
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from firewall import firewall_host_rules, firewall_ufw_before_rules
-from firewall_ufw import firewall_ufw_changes, firewall_ufw_rules, firewall_ufw_state
+from firewall_ufw import firewall_ufw_changes, firewall_ufw_commands, firewall_ufw_rules, firewall_ufw_state
 from test_firewall import GROUPS, HOSTVARS, POLICY
 
 
@@ -156,3 +158,53 @@ def test_the_tasks_read_and_write_the_block_the_filter_knows():
         assert f"/^{UFW_BEFORE_MARKER.format(mark=mark)}/" in read
     assert sorted(item["file"] for item in write["loop"]) == sorted(UFW_BEFORE_FILES)
     assert all(f"/etc/ufw/{name}" in read for name in UFW_BEFORE_FILES)
+
+
+def test_ufw_commands_add_before_they_remove_and_quote_every_argument():
+    todo = firewall_ufw_changes(firewall_ufw_state(UFW_FILES), [
+        {"key": "tcp/22/10.0.0.0/8", "family": 4, "proto": "tcp", "to_port": "22", "from_ip": "10.0.0.0/8",
+         "comment": "ssh from admins; rm -rf /"}], {"incoming": "deny", "outgoing": "allow", "routed": "reject"}, "medium")
+    lines = firewall_ufw_commands(todo, "medium")
+    assert lines[0] == "ufw allow from 10.0.0.0/8 to any port 22 proto tcp comment 'ssh from admins; rm -rf /'"
+    assert lines[1] == "ufw default reject routed"
+    removes = [line for line in lines if line.startswith("ufw delete allow ")]
+    assert removes and lines.index(removes[0]) > 1
+    # A rule of any protocol is deleted as it was read; a delete carries no comment.
+    assert "ufw delete allow from 0.0.0.0/0 to any port 53 proto any" in removes
+    assert not any("comment" in line for line in removes)
+    assert lines[-1] == "ufw logging medium"
+    assert "ufw --force enable" not in lines and "ufw reload" not in lines
+
+
+@pytest.mark.parametrize("enable, reload, expected", [
+    (True, True, "ufw --force enable"), (False, True, "ufw reload"), (False, False, None)])
+def test_ufw_commands_enable_or_reload_once(enable, reload, expected):
+    todo = {"add": [], "remove": [], "defaults": [], "enable": enable, "logging": False}
+    assert firewall_ufw_commands(todo, reload=reload) == ([expected] if expected else [])
+
+
+def test_ufw_commands_in_check_mode_are_dry_runs():
+    todo = {"add": [{"key": "k", "proto": "udp", "to_port": "53", "from_ip": "::/0", "comment": ""}],
+            "remove": [{"key": "r", "proto": "tcp", "from_ip": "192.0.2.7/32", "comment": "by hand"}],
+            "defaults": [{"direction": "incoming", "policy": "deny"}], "enable": True, "logging": True}
+    lines = firewall_ufw_commands(todo, "low", dry_run=True)
+    # A rule without a port (read as any) is deleted without one.
+    # ufw honours --dry-run for rules alone (its logging command writes its setting even then):
+    # the other commands are said, not run.
+    assert lines == ["ufw --dry-run allow from ::/0 to any port 53 proto udp",
+                     "echo 'would run: ufw default deny incoming'",
+                     "ufw --dry-run delete allow from 192.0.2.7/32 to any proto tcp",
+                     "echo 'would run: ufw --force enable'", "echo 'would run: ufw logging low'"]
+
+
+@pytest.mark.parametrize("todo, logging, named", [
+    ({"add": []}, "low", "todo must be the result of firewall_ufw_changes"),
+    ({"add": [], "remove": [], "defaults": [], "enable": False, "logging": True}, "loud", "firewall_ufw_logging: 'loud'"),
+    ({"add": [{"key": "tcp/80/", "proto": "tcp", "to_port": "80", "from_ip": ""}], "remove": [], "defaults": [],
+      "enable": False, "logging": False}, "low", "add: rule 'tcp/80/' has no from_ip"),
+    ({"add": [], "remove": [], "defaults": [{"direction": "sideways", "policy": "deny"}], "enable": False,
+      "logging": False}, "low", "defaults: "),
+])
+def test_ufw_commands_refuse_what_is_not_a_command_naming_it(todo, logging, named):
+    with pytest.raises(AnsibleFilterError, match=re.escape(named)):
+        firewall_ufw_commands(todo, logging)
