@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import address, container, get, names_of, playbook, recap, record_drill, site_setting, sql
+from conftest import ROOT, address, container, get, names_of, playbook, recap, record_drill, site_setting, sql
 
 testinfra_hosts = ["ansible://" + names_of("db_primary")[0]]
 
@@ -100,6 +100,21 @@ def test_semi_sync_acknowledges_every_commit_and_never_falls_back(host):
     assert int(status(host, "Rpl_semi_sync_master_no_tx")) == not_acked
     assert int(status(host, "Rpl_semi_sync_master_no_times")) == fallbacks
     assert status(host, "Rpl_semi_sync_master_status") == "ON"
+
+
+def test_the_certificate_reload_writes_nothing_to_the_binary_log():
+    """The statement the role's handler runs when a database certificate changes (the flavour's
+    mysql_tls_reload) loads it without an event in any server's binary log: logged, it was
+    replicated, and on the primary it waited for the replicas' acknowledgement (ten seconds of
+    the first converge, while they restarted)."""
+    statement = yaml.safe_load((ROOT / "roles/mysql/vars/mariadb.yml").read_text())["mysql_tls_reload"]
+    for name in [PRIMARY, *REPLICAS]:
+        server = get(name)
+        before = sql(server, "SHOW MASTER STATUS")
+        assert before, f"{name} writes no binary log"
+        sql(server, statement)
+        assert sql(server, "SHOW MASTER STATUS") == before, f"{statement} on {name} wrote to its binary log"
+    assert replica_status(get(REPLICAS[0]))["Slave_SQL_Running"] == "Yes"
 
 
 def test_application_account_has_least_privilege_over_tls(host):
