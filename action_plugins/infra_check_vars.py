@@ -70,7 +70,8 @@ rule's own variables, so a bad value is refused by name, never by a templating e
 ``named_in`` (``{file: firewall_flows.yml, roles_dir: DIR}``) checks, in the same call, the
 options of every role under ``DIR`` that has that file, those its text names (the firewall's
 flows are rendered from other roles' variables: a bad port is refused under its own name, with
-the role whose file names it). The files found are returned, sorted, as ``named_in_files``.
+the role whose file names it), once the role's own options pass (``DIR`` is usually one of
+them). The files found are returned, sorted, as ``named_in_files``.
 """
 
 from __future__ import annotations
@@ -522,7 +523,8 @@ class ActionModule(ActionBase):
             return refused(result, role, problems)
         problems.extend(self._check_options(options, only_in, role, task_vars, ctx))
         named_in = self._task.args.get("named_in")
-        if named_in is not None:
+        # Only once the role's own options pass: named_in is made of them (firewall_roles_dir).
+        if named_in is not None and not problems:
             try:
                 named_files = files_named_in(named_in)
             except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:

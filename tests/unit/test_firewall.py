@@ -170,7 +170,8 @@ def test_filters_are_registered():
     assert not compiler & ufw
     assert compiler | ufw == {"firewall_check_flows", "firewall_host_rules",
                                              "firewall_iptables", "firewall_ufw_rules",
-                                             "firewall_ufw_state", "firewall_ufw_changes", "firewall_ufw_before_rules"}
+                                             "firewall_ufw_state", "firewall_ufw_changes", "firewall_ufw_commands",
+                                             "firewall_ufw_before_rules"}
 
 
 # --- properties ---------------------------------------------------------------------------
