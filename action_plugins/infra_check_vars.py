@@ -527,16 +527,18 @@ class ActionModule(ActionBase):
         if named_in is not None and not problems:
             try:
                 named_files = files_named_in(named_in)
+                # Each file's role, its text and its options, read before any is checked.
+                named = []
+                for path in named_files:
+                    with open(path, encoding="utf-8") as handle:
+                        named.append((os.path.basename(os.path.dirname(path)), os.path.basename(path), handle.read(),
+                                      load_options(os.path.dirname(path), entry_point)))
             except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
                 result.update(failed=True, msg=f"infra_check_vars: named_in {named_in!r}: {exc}")
                 return result
-            for path in named_files:
-                other = os.path.basename(os.path.dirname(path))
-                with open(path, encoding="utf-8") as handle:
-                    text = handle.read()
-                where = f" (role {other}, named in its {os.path.basename(path)})"
-                problems.extend(m + where for m in self._check_options(
-                    load_options(os.path.dirname(path), entry_point), text, other, task_vars, ctx))
+            for other, name, text, other_options in named:
+                where = f" (role {other}, named in its {name})"
+                problems.extend(m + where for m in self._check_options(other_options, text, other, task_vars, ctx))
             result["named_in_files"] = named_files
         if not problems:
             problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], task_vars)

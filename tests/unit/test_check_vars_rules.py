@@ -158,3 +158,13 @@ def test_named_in_takes_a_file_name_not_a_path(tmp_path):
     rc, out = run(tmp_path, extra_args=args)
     assert rc != 0
     assert "named_in" in out and "file must be a file name" in out, out
+
+
+def test_a_flow_role_without_an_argument_spec_is_named_not_a_traceback(tmp_path):
+    args = flow_roles(tmp_path)
+    (tmp_path / "flows" / "nospec").mkdir()
+    (tmp_path / "flows" / "nospec" / "firewall_flows.yml").write_text("firewall_flows: []\n")
+    rc, out = run(tmp_path, extra_args=args, extra_vars={"other_port": 8080})
+    assert rc != 0
+    assert "infra_check_vars: named_in" in out and "nospec/meta/argument_specs.yml" in out, out
+    assert "Traceback" not in out and "unexpected" not in out.lower(), out
