@@ -84,3 +84,17 @@ def test_a_failing_simulation_stops_the_read_with_apt_own_words(read_state, monk
     with pytest.raises(SystemExit, match="could not be parsed"):
         read_state.simulate_upgrade(keep=True)
     assert not os.path.exists(read_state.CACHE)
+
+
+def test_simulate_alone_prints_the_simulation_and_keeps_it_for_the_next_read(read_state, capsys):
+    read_state.main(["read_state.py", "--simulate", "1"])
+    assert json.loads(capsys.readouterr().out) == {"simulated": "Inst libssl3 (simulation 1)\n"}
+    # The next run's first read finds it: no second apt-get.
+    assert read_state.simulate_upgrade(keep=True) == "Inst libssl3 (simulation 1)\n"
+    assert len(read_state.calls) == 1
+
+
+def test_simulate_alone_in_check_mode_keeps_nothing(read_state, capsys):
+    read_state.main(["read_state.py", "--simulate", "0"])
+    assert json.loads(capsys.readouterr().out)["simulated"].endswith("(simulation 1)\n")
+    assert not os.path.exists(read_state.CACHE)

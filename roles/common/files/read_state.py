@@ -10,6 +10,10 @@ run (1 or 0: not in check mode). Prints one JSON object:
   only when one of them changed (a package installed or removed, the lists refreshed, a pin);
 - admin: the account's passwd entry (home, gid, shell), its groups, whether its home exists;
 - moduli_differ: whether dropping the short moduli would change /etc/ssh/moduli.
+
+With the arguments `--simulate KEEP` it prints `{"simulated": ...}` alone: the role asks again
+after a run changed apt's inputs (tasks/upgrades.yml), and that run keeps the simulation for
+the next one, whose first read then finds it.
 """
 import grp
 import hashlib
@@ -66,6 +70,9 @@ def simulate_upgrade(keep):
 
 def main(argv):
     """Print the read's JSON object for these arguments (see the module's docstring)."""
+    if argv[1] == "--simulate":
+        print(json.dumps({"simulated": simulate_upgrade(len(argv) > 2 and argv[2] == "1")}))
+        return
     user, min_bits, simulate = argv[1], int(argv[2]), argv[3] == "1"
     keep = len(argv) > 4 and argv[4] == "1"
     out = {"sources": "", "simulated": None, "admin": {"exists": False}, "moduli_differ": False}
