@@ -71,7 +71,10 @@ rule's own variables, so a bad value is refused by name, never by a templating e
 options of every role under ``DIR`` that has that file, those its text names (the firewall's
 flows are rendered from other roles' variables: a bad port is refused under its own name, with
 the role whose file names it), once the role's own options pass (``DIR`` is usually one of
-them). The files found are returned, sorted, as ``named_in_files``.
+them). The files found are returned, sorted, as ``named_in_files``; with ``render: true`` in
+``named_in``, also each file rendered with the task's variables (as the template module renders:
+blocks trimmed) and read as YAML, in the same order, as ``named_in_rendered`` (the template
+lookup would deep-copy every variable once per file).
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ from collections import ChainMap
 import yaml
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template
 
 CHECK = re.compile(r"\[check:\s*(?P<spec>.*)\]\s*$")
 HAPROXY_TIME = re.compile(r"^([0-9]+)(us|ms|s|m|h|d)?$")
@@ -540,6 +544,18 @@ class ActionModule(ActionBase):
                 where = f" (role {other}, named in its {name})"
                 problems.extend(m + where for m in self._check_options(other_options, text, other, task_vars, ctx))
             result["named_in_files"] = named_files
+            if named_in.get("render") and not problems:
+                rendered = []
+                for (other, name, text, _), path in zip(named, named_files):
+                    try:
+                        out = self._templar.template(trust_as_template(text), escape_backslashes=False,
+                                                     overrides={"trim_blocks": True})
+                        rendered.append(yaml.load(out or "", Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+                    except (AnsibleError, yaml.YAMLError) as exc:
+                        result.update(failed=True, msg=f"infra_check_vars: named_in: role {other}'s {name} ({path}) "
+                                                       f"could not be rendered: {str(exc).splitlines()[0]}")
+                        return result
+                result["named_in_rendered"] = rendered
         if not problems:
             problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], task_vars)
         if problems:

@@ -168,3 +168,26 @@ def test_a_flow_role_without_an_argument_spec_is_named_not_a_traceback(tmp_path)
     assert rc != 0
     assert "infra_check_vars: named_in" in out and "nospec/meta/argument_specs.yml" in out, out
     assert "Traceback" not in out and "unexpected" not in out.lower(), out
+
+
+def test_named_in_renders_each_file_with_the_task_variables_when_asked(tmp_path):
+    args = flow_roles(tmp_path)
+    args["named_in"]["render"] = True
+    rc, result = run(tmp_path, extra_args=args, extra_vars={"other_port": 8080})
+    assert rc == 0, result
+    # Rendered as the template module would, then read as YAML: the port is the variable's value.
+    assert result["named_in_rendered"] == [{"firewall_flows": [{"port": "8080"}]}]
+    rc, result = run(tmp_path, extra_args={"named_in": {**args["named_in"], "render": False}},
+                     extra_vars={"other_port": 8080})
+    assert rc == 0 and "named_in_rendered" not in result, result
+
+
+def test_a_flow_file_that_cannot_be_rendered_is_named(tmp_path):
+    args = flow_roles(tmp_path)
+    args["named_in"]["render"] = True
+    (tmp_path / "flows" / "other" / "firewall_flows.yml").write_text(
+        "firewall_flows: [{port: '{{ other_port }}', to: '{{ no_such_variable }}'}]\n")
+    rc, out = run(tmp_path, extra_args=args, extra_vars={"other_port": 8080})
+    assert rc != 0
+    assert "role other's firewall_flows.yml" in out and "could not be rendered" in out, out
+    assert "no_such_variable" in out, out
