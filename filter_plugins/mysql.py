@@ -132,6 +132,42 @@ def replica_status(status):
     }
 
 
+_VERTICAL_ROW = re.compile(r"^\*+ \d+\. row \*+$")
+_VERTICAL_FIELD = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*): ?(.*)$")
+
+
+def mysql_vertical(text):
+    """The rows of the database client's vertical output (``mysql -E`` / ``mariadb -E``), in order.
+
+    Each row starts at its ``*** N. row ***`` line; each field is a line ``name: value``, the
+    names right-aligned. A line that is neither continues the value before it (a value with a
+    line break, an error message say). Returns a list of mappings, values as text: an empty
+    list for empty output (SHOW REPLICA STATUS on a server that follows none). Text before the
+    first row raises AnsibleFilterError: the client printed something else.
+    """
+    if not isinstance(text, str):
+        raise AnsibleFilterError(f"infra_mysql_vertical: the client's output must be text, got {type(text).__name__}")
+    rows, field = [], None
+    for line in text.splitlines():
+        if _VERTICAL_ROW.match(line.strip()):
+            rows.append({})
+            field = None
+            continue
+        if not rows:
+            if line.strip():
+                raise AnsibleFilterError(f"infra_mysql_vertical: expected a row's first line, got {line[:200]!r}")
+            continue
+        match = _VERTICAL_FIELD.match(line)
+        if match and match.group(1) not in rows[-1]:
+            field = match.group(1)
+            rows[-1][field] = match.group(2)
+        elif field is not None:
+            rows[-1][field] += "\n" + line
+        elif line.strip():
+            raise AnsibleFilterError(f"infra_mysql_vertical: a row starts with {line[:200]!r}, not a field")
+    return rows
+
+
 class FilterModule:
     """Database filters."""
 
@@ -143,4 +179,5 @@ class FilterModule:
             "infra_gtid_transactions": gtid_transactions,
             "infra_gtid_most_advanced": most_advanced,
             "infra_mysql_replica_status": replica_status,
+            "infra_mysql_vertical": mysql_vertical,
         }

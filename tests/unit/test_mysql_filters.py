@@ -125,3 +125,38 @@ def test_replica_status_reads_either_column_names(status, expected):
 def test_replica_status_refuses_what_is_not_a_result():
     with pytest.raises(AnsibleFilterError, match="replica status"):
         mysql.replica_status("Yes")
+
+
+VERTICAL = """*************************** 1. row ***************************
+                Slave_IO_State: Waiting for master to send event
+                   Master_Host: 172.30.10.11
+              Slave_IO_Running: Yes
+             Slave_SQL_Running: No
+                Last_SQL_Error: Error 'Unknown database': on query.
+Default database: ''. Query: 'CREATE TABLE t (id int)'
+                 Last_IO_Error:
+*************************** 2. row ***************************
+                   Master_Host: 172.30.10.12
+"""
+
+
+def test_vertical_output_gives_one_mapping_per_row_with_multi_line_values():
+    rows = mysql.mysql_vertical(VERTICAL)
+    assert [row["Master_Host"] for row in rows] == ["172.30.10.11", "172.30.10.12"]
+    assert rows[0]["Slave_IO_State"] == "Waiting for master to send event"
+    assert rows[0]["Last_IO_Error"] == ""
+    assert rows[0]["Last_SQL_Error"] == ("Error 'Unknown database': on query.\nDefault database: ''. "
+                                         "Query: 'CREATE TABLE t (id int)'")
+    state = mysql.replica_status(rows[0])
+    assert (state["io_running"], state["sql_running"], state["running"]) == (True, False, False)
+
+
+def test_vertical_output_of_no_row_is_an_empty_list():
+    assert mysql.mysql_vertical("") == []
+    assert mysql.mysql_vertical("\n") == []
+
+
+@pytest.mark.parametrize("text", ["ERROR 1045 (28000): Access denied\n", "*** 1. row ***\n  no field here\n", 7])
+def test_vertical_output_refuses_what_the_client_did_not_print_as_rows(text):
+    with pytest.raises(AnsibleFilterError, match="infra_mysql_vertical"):
+        mysql.mysql_vertical(text)
