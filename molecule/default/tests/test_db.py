@@ -147,6 +147,35 @@ def test_a_second_converge_of_the_databases_changes_nothing():
     assert all(changed[name] == 0 for name in [PRIMARY, *REPLICAS]), changed
 
 
+def wait_task_hosts(run):
+    """The hosts the primary's wait for its semi-synchronous replicas ran on, in a playbook run."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
+    body = plain.split("TASK [mysql : Wait until the primary has its semi-synchronous replicas]", 1)[1].split("\nTASK [", 1)[0]
+    return re.findall(r"^ok: \[([^\]]+)\]", body, re.M)
+
+
+def test_a_replica_stopped_by_hand_runs_again_and_the_primary_waits_for_it():
+    """The primary's one read carries its semi-sync clients, and it waits for its replicas only
+    where that read lacks one, semi-sync is off or a replica was mended in the run (issue 19's
+    shortcut): a replica stopped by hand is started again, the primary waits, and the run ends
+    with every replica connected and semi-sync on; a run with nothing to mend does not wait."""
+    replica, primary = get(REPLICAS[-1]), get(PRIMARY)
+    with replica.sudo():
+        replica.run_test("mariadb -e 'STOP SLAVE'")
+    assert replica_status(replica)["Slave_IO_Running"] == "No"
+    run = playbook("--tags", "db")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert recap(run)[REPLICAS[-1]] >= 1, run.stdout[-3000:]
+    assert wait_task_hosts(run) == [PRIMARY], run.stdout[-3000:]
+    state = replica_status(replica)
+    assert (state["Slave_IO_Running"], state["Slave_SQL_Running"]) == ("Yes", "Yes"), state
+    assert int(status(primary, "Rpl_semi_sync_master_clients")) == len(REPLICAS)
+    assert status(primary, "Rpl_semi_sync_master_status") == "ON"
+    again = playbook("--tags", "db")
+    assert again.returncode == 0 and all(n == 0 for n in recap(again).values()), again.stdout[-3000:]
+    assert wait_task_hosts(again) == [], again.stdout[-3000:]
+
+
 def test_accounts_changed_by_hand_are_made_right_by_the_next_run():
     """The accounts' module calls are skipped where neither the accounts wanted nor the tables of
     accounts changed since the role last made sure of them (one read of their checksums): a

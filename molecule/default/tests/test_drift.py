@@ -33,7 +33,12 @@ inventory), with the tags of the roles that took the shortcut:
   (test_certificate_hand_on_mends_what_differs);
 - the backup hosts' account is read with getent, and its module runs only where it differs: its
   shell changed and its password unlocked by hand are put back
-  (test_the_backup_store_account_is_mended_where_it_differs).
+  (test_the_backup_store_account_is_mended_where_it_differs);
+- the database servers' replication read is one raw call of the client that also carries the
+  primary's semi-sync clients, and the primary waits for its replicas only where that read lacks
+  one or a replica was mended: a replica stopped by hand is started, the primary waits for it,
+  and a run with nothing to mend does not (test_db:
+  test_a_replica_stopped_by_hand_runs_again_and_the_primary_waits_for_it).
 
 The other drift (a changed file, a stopped service, a rule added by hand, a replica that
 stopped) keeps its own tests: test_firewall, test_db, the idempotence step.
