@@ -168,6 +168,36 @@ def mysql_vertical(text):
     return rows
 
 
+# The sections of the mysql role's replication read (roles/mysql/tasks/replication.yml), each
+# the client's vertical output of one statement after a line "=== NAME".
+READ_SECTIONS = ("replica", "server", "semisync")
+_READ_MARK = re.compile(r"^=== ([a-z]+)[ \t]*$", re.M)
+
+
+def mysql_read(text):
+    """The mysql role's replication read, by section (see READ_SECTIONS).
+
+    Returns ``{'replica': rows of SHOW REPLICA STATUS (none on a server that follows no
+    primary), 'server': its one row (read_only, version), 'semisync': the primary's status
+    rows (Variable_name, Value)}``; a section the read did not print is empty, as is the whole
+    for empty text (a host the run did not read). A mark not among READ_SECTIONS, or one
+    marked twice, raises AnsibleFilterError naming it: the read and this reader disagree.
+    """
+    if not isinstance(text, str):
+        raise AnsibleFilterError(f"infra_mysql_read: the read's output must be text, got {type(text).__name__}")
+    parts = _READ_MARK.split(text)
+    if parts[0].strip():
+        raise AnsibleFilterError(f"infra_mysql_read: output before the first section: {parts[0].strip()[:200]!r}")
+    found = {}
+    for name, body in zip(parts[1::2], parts[2::2]):
+        if name not in READ_SECTIONS or name in found:
+            raise AnsibleFilterError(f"infra_mysql_read: section '{name}' is "
+                                     f"{'marked twice' if name in found else 'not among ' + ', '.join(READ_SECTIONS)}")
+        found[name] = mysql_vertical(body)
+    return {"replica": found.get("replica", []), "server": (found.get("server") or [{}])[0],
+            "semisync": found.get("semisync", [])}
+
+
 class FilterModule:
     """Database filters."""
 
@@ -180,4 +210,5 @@ class FilterModule:
             "infra_gtid_most_advanced": most_advanced,
             "infra_mysql_replica_status": replica_status,
             "infra_mysql_vertical": mysql_vertical,
+            "infra_mysql_read": mysql_read,
         }

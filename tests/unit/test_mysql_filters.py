@@ -160,3 +160,38 @@ def test_vertical_output_of_no_row_is_an_empty_list():
 def test_vertical_output_refuses_what_the_client_did_not_print_as_rows(text):
     with pytest.raises(AnsibleFilterError, match="infra_mysql_vertical"):
         mysql.mysql_vertical(text)
+
+
+READ = """=== replica
+*************************** 1. row ***************************
+   Master_Host: 172.30.10.11
+Slave_IO_Running: Yes
+=== server
+*************************** 1. row ***************************
+read_only: 1
+  version: 10.11.14-MariaDB-0+deb12u2-log
+"""
+
+
+def test_the_replication_read_by_section():
+    read = mysql.mysql_read(READ)
+    assert read["replica"] == [{"Master_Host": "172.30.10.11", "Slave_IO_Running": "Yes"}]
+    assert read["server"] == {"read_only": "1", "version": "10.11.14-MariaDB-0+deb12u2-log"}
+    assert read["semisync"] == []
+    primary = mysql.mysql_read("=== server\n*** 1. row ***\nread_only: 0\nversion: 11.8.3\n=== semisync\n"
+                               "*** 1. row ***\nVariable_name: Rpl_semi_sync_master_clients\n        Value: 2\n")
+    assert primary["replica"] == [] and primary["server"]["read_only"] == "0"
+    assert primary["semisync"] == [{"Variable_name": "Rpl_semi_sync_master_clients", "Value": "2"}]
+    # A host the run did not read: every section empty, the server's version absent.
+    assert mysql.mysql_read("") == {"replica": [], "server": {}, "semisync": []}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("=== replicas\n", "section 'replicas' is not among replica, server, semisync"),
+    ("=== server\n=== server\n", "section 'server' is marked twice"),
+    ("ERROR 2002 (HY000): Can't connect\n=== server\n", "output before the first section"),
+    (None, "must be text"),
+])
+def test_a_read_this_reader_does_not_know_is_refused_by_name(text, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        mysql.mysql_read(text)
