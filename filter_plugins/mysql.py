@@ -148,7 +148,7 @@ def mysql_vertical(text):
     if not isinstance(text, str):
         raise AnsibleFilterError(f"infra_mysql_vertical: the client's output must be text, got {type(text).__name__}")
     rows, field = [], None
-    for line in text.splitlines():
+    for line in text.replace("\r\n", "\n").splitlines():
         if _VERTICAL_ROW.match(line.strip()):
             rows.append({})
             field = None
@@ -185,7 +185,8 @@ def mysql_read(text):
     """
     if not isinstance(text, str):
         raise AnsibleFilterError(f"infra_mysql_read: the read's output must be text, got {type(text).__name__}")
-    parts = _READ_MARK.split(text)
+    # A read through an emulated terminal (Mitogen's raw, under become) ends its lines in \r\n.
+    parts = _READ_MARK.split(text.replace("\r\n", "\n"))
     if parts[0].strip():
         raise AnsibleFilterError(f"infra_mysql_read: output before the first section: {parts[0].strip()[:200]!r}")
     found = {}

@@ -38,3 +38,9 @@ def test_reader_and_read_that_disagree_fail_naming_the_section(text, message):
 def test_bad_arguments_fail(text, names):
     with pytest.raises(AnsibleFilterError, match="infra_read_sections"):
         infra_read_sections(text, names)
+
+
+def test_a_read_through_an_emulated_terminal_reads_the_same():
+    # Mitogen's raw, under become, answers through a terminal: lines end in \r\n.
+    text = "ssh-ed25519 AAA c\n=== derived\nssh-ed25519 AAA\n=== stat\n600 root root\n=== pem\nabc  -\n"
+    assert infra_read_sections(text.replace("\n", "\r\n"), NAMES) == infra_read_sections(text, NAMES)
