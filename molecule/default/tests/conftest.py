@@ -205,9 +205,10 @@ with open(out_path, "w") as out:
         started = time.time()
         got = subprocess.run(["curl", "-sk", "--max-time", "10", "-w", "\n%{http_code}", url],
                              capture_output=True, text=True).stdout
+        ended = time.time()
         body, _, code = got.rpartition("\n")
         server = served_by.search(body)
-        out.write(f"{started:.3f} {code or '000'} {server.group(1) if server else '-'}\n"); out.flush()
+        out.write(f"{started:.3f} {code or '000'} {server.group(1) if server else '-'} {ended:.3f}\n"); out.flush()
         time.sleep(max(0.0, started + pace - time.time()))
     out.write("done\n")
 """
@@ -222,8 +223,9 @@ class Load:
         host.run_test(f"rm -f {path} {path}.stop; setsid -f python3 /tmp/load.py {seconds} {path} "
                       f"{shlex.quote(SERVED_BY.pattern)} {LOAD_RATE} https://{SITE}/ > /dev/null 2>&1 < /dev/null")
 
-    def finish(self, stop=False):
-        """Wait for the load to end (or end it now); [(time, status, served_by)] of every request."""
+    def finish(self, stop=False, ends=False):
+        """Wait for the load to end (or end it now); [(time, status, served_by)] of every request,
+        its start time first; ends=True: [(time, status, served_by, end time)]."""
         if stop:
             self.host.run_test(f"touch {self.path}.stop")
         deadline = time.time() + (15 if stop else self.seconds + 30)
@@ -232,7 +234,8 @@ class Load:
             time.sleep(0.5)
         lines = self.host.file(self.path).content_string.splitlines()
         assert lines and lines[-1] == "done", "the load did not finish"
-        return [(float(t), code, server) for t, code, server in (line.split() for line in lines[:-1])]
+        requests = [(float(t), code, server, float(end)) for t, code, server, end in (line.split() for line in lines[:-1])]
+        return requests if ends else [r[:3] for r in requests]
 
 
 def record_drill(name, figures):

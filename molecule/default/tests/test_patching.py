@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import SERVERS, Load, get, names_of, playbook, recap, record_drill
+from conftest import SERVERS, Load, get, names_of, playbook, recap, record_drill, site_address
 from lbstats import admin
 
 testinfra_hosts = SERVERS
@@ -144,10 +144,11 @@ with open(out, "w") as log:
 """
 
 # Polls every load balancer's view of the web servers through HAProxy's runtime API: a line
-# "time server status" each time a server's status changes.
+# "time server status" each time a server's status changes; and whether this node holds the
+# site's floating address: a line "time @address held|released" each time that changes.
 POLLER = r"""
-import os, socket, sys, time
-out, seen = sys.argv[1], {}
+import os, socket, subprocess, sys, time
+out, address, seen = sys.argv[1], sys.argv[2], {}
 def stat():
     s = socket.socket(socket.AF_UNIX); s.connect("/run/haproxy/admin.sock"); s.sendall(b"show stat\n"); d = b""
     while (x := s.recv(65536)): d += x
@@ -160,6 +161,10 @@ with open(out, "w") as log:
             if row["pxname"] == "web" and row["svname"] != "BACKEND" and seen.get(row["svname"]) != row["status"]:
                 seen[row["svname"]] = row["status"]
                 log.write(f"{time.time():.3f} {row['svname']} {row['status']}\n"); log.flush()
+        held = f" {address}/" in subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+        if seen.get("@address") != held:
+            seen["@address"] = held
+            log.write(f"{time.time():.3f} @address {'held' if held else 'released'}\n"); log.flush()
         time.sleep(0.1)
 """
 
@@ -184,6 +189,21 @@ def drained_intervals(changes, server, end):
             intervals.append((since, t))
             since = None
     return intervals + ([(since, end)] if since is not None else [])
+
+
+def held_intervals(changes, end):
+    """[(from, to)] during which a load balancer held the site's address (the poller's @address
+    lines): the times at which the client's requests went through it."""
+    return drained_intervals([(t, name, {"held": "DRAIN", "released": "UP"}[status])
+                              for t, name, status in changes if name == "@address"], "@address", end)
+
+
+def carrier(request, held):
+    """The load balancer that held the site's address from a request's start to its end (None:
+    the address moved meanwhile, or no poller saw it held)."""
+    started, ended = request[0], request[3]
+    through = [lb for lb, intervals in held.items() if any(a <= started and ended <= b for a, b in intervals)]
+    return through[0] if len(through) == 1 else None
 
 
 def read_poll(lb):
@@ -214,7 +234,8 @@ def test_rolling_update_under_load_fails_no_request_and_loses_no_write(client):
     for lb in lbs:
         with lb.sudo():
             lb.run_test("cat > /tmp/poller.py <<'EOF'\n%s\nEOF\nrm -f /tmp/haproxy-states.stop; "
-                        "setsid -f python3 /tmp/poller.py /tmp/haproxy-states > /dev/null 2>&1 < /dev/null" % POLLER)
+                        "setsid -f python3 /tmp/poller.py /tmp/haproxy-states %s > /dev/null 2>&1 < /dev/null"
+                        % (POLLER, site_address(client)))
     writer_host.run_test("cat > /tmp/writer.py <<'EOF'\n%s\nEOF\nrm -f /tmp/acked /tmp/acked.stop; "
                          "setsid -f python3 /tmp/writer.py %s /tmp/acked %s > /tmp/writer.err 2>&1 < /dev/null"
                          % (WRITER, password, " ".join(db_addresses)))
@@ -225,7 +246,7 @@ def test_rolling_update_under_load_fails_no_request_and_loses_no_write(client):
     run = playbook("-e", "rolling_update_force_restart=true", path="playbooks/rolling-update.yml")
     took = time.time() - began
     time.sleep(2)
-    requests = load.finish(stop=True)
+    requests = load.finish(stop=True, ends=True)
     writer_host.run_test("touch /tmp/acked.stop")
     for lb in lbs:
         with lb.sudo():
@@ -244,20 +265,27 @@ def test_rolling_update_under_load_fails_no_request_and_loses_no_write(client):
         present = {int(n) for n in primary.check_output("mariadb -N foobar -e 'SELECT n FROM rolling_drill'").split()}
     lost = sorted(numbers - present)
     gaps = [float(b[0]) - float(a[0]) for a, b in zip(acked, acked[1:])]
-    # Each web server out of every load balancer's pool while its nginx restarted, and sent
-    # no request then.
+    # Each web server out of every load balancer's pool while its nginx restarted; and no request
+    # reached it through a load balancer that had it out of its pool. A request's load balancer
+    # is the one that held the site's address from its start to its end; the request counts as
+    # sent in a drained time if it started after the drain began and ended before it was over
+    # (the polls' margins aside).
+    now, polls = time.time(), {lb.backend.host: read_poll(lb) for lb in lbs}
+    held = {name: held_intervals(changes, now) for name, changes in polls.items()}
+    carried = [(carrier(r, held), r) for r in requests]
+    assert sum(1 for lb, _ in carried if lb) >= 0.9 * len(requests), f"requests with no known load balancer: {held}"
     drained = {}
-    for lb in lbs:
-        changes = read_poll(lb)
-        for web in webs:
-            restarted = started_at(get(web), "nginx")
-            intervals = drained_intervals(changes, web, time.time())
+    for web in webs:
+        restarted, windows = started_at(get(web), "nginx"), {}
+        for name, changes in polls.items():
+            intervals = drained_intervals(changes, web, now)
             around = [(a, b) for a, b in intervals if a < restarted < b]
-            assert around, f"{web}'s nginx restarted at {restarted:.1f} outside its drained times {intervals}"
-            a, b = around[0]
-            served = [r for r in requests if r[2] == web and a + 1 < r[0] < b - 0.5]
-            assert not served, f"{web} served {len(served)} requests while drained on {lb.backend.host}"
-            drained[web] = round(b - a, 1)
+            assert around, f"{web}'s nginx restarted at {restarted:.1f} outside its drained times on {name} {intervals}"
+            windows[name] = around[0]
+        served = [(lb, r) for lb, r in carried
+                  if lb and r[2] == web and windows[lb][0] + 1 < r[0] and r[3] < windows[lb][1] - 0.5]
+        assert not served, f"{web} served {len(served)} requests while drained {windows}: {served[:5]}"
+        drained[web] = round(min(b for _, b in windows.values()) - max(a for a, _ in windows.values()), 1)
     assert {r[2] for r in requests} == set(webs)
     per_server = dict(re.findall(r"(\S+) patched and serving again in ([0-9.]+) s", run.stdout))
     figures = {"requests": len(requests), "failed": len(failed), "acknowledged_writes": len(numbers),
