@@ -98,3 +98,31 @@ def test_simulate_alone_in_check_mode_keeps_nothing(read_state, capsys):
     read_state.main(["read_state.py", "--simulate", "0"])
     assert json.loads(capsys.readouterr().out)["simulated"].endswith("(simulation 1)\n")
     assert not os.path.exists(read_state.CACHE)
+
+
+def fake_proc(root, chain):
+    """A /proc of processes {pid: (ppid, environment)} under root."""
+    for pid, (ppid, env) in chain.items():
+        (root / str(pid)).mkdir(parents=True)
+        (root / str(pid) / "environ").write_bytes(b"\0".join(f"{k}={v}".encode() for k, v in env.items()) + b"\0")
+        (root / str(pid) / "stat").write_text(f"{pid} (sudo (x) y) S {ppid} {pid} 0 0\n")
+
+
+def test_the_controller_address_is_read_from_the_session_above_sudo(read_state, tmp_path):
+    # python3 under sudo (its environment reset) <- sudo <- the SSH session's shell.
+    fake_proc(tmp_path / "proc", {30: (20, {"PATH": "/usr/bin"}), 20: (10, {"SSH_CLIENT": "172.30.10.1 40112 22"}),
+                                  10: (1, {"SSH_CLIENT": "192.0.2.9 1 22"})})
+    assert read_state.controller_address(30, str(tmp_path / "proc")) == "172.30.10.1"
+
+
+def test_no_ssh_session_or_an_unreadable_process_gives_no_controller_address(read_state, tmp_path):
+    fake_proc(tmp_path / "none", {30: (20, {"PATH": "/usr/bin"}), 20: (1, {"HOME": "/root"})})
+    assert read_state.controller_address(30, str(tmp_path / "none")) == ""
+    fake_proc(tmp_path / "gone", {30: (20, {"PATH": "/usr/bin"})})
+    assert read_state.controller_address(30, str(tmp_path / "gone")) == ""
+
+
+def test_the_read_names_the_controller_address(read_state, monkeypatch, capsys):
+    monkeypatch.setattr(read_state, "controller_address", lambda: "172.30.10.1")
+    read_state.main(["read_state.py", "nobody-here", "0", "0", "0"])
+    assert json.loads(capsys.readouterr().out)["controller_address"] == "172.30.10.1"

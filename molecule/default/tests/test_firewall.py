@@ -181,12 +181,43 @@ MARKER = "-p tcp --dport 9 -m comment --comment reload-marker -j DROP"
 PROOF = "firewall : Prove that Ansible still reaches the host"
 
 
-def proof_on(run, name):
-    """How the run's fresh connection through the new rules ended on host ``name``: 'ok', 'skipping'..."""
-    section = run.stdout.split(f"TASK [{PROOF}]", 1)[1].split("\nTASK [", 1)[0].split("\nPLAY [", 1)[0]
+def task_on(run, task, name):
+    """How a task of the run ended on host ``name``: 'ok', 'skipping'..."""
+    section = run.stdout.split(f"TASK [{task}]", 1)[1].split("\nTASK [", 1)[0].split("\nPLAY [", 1)[0]
     found = re.search(rf"^(\w+): \[{re.escape(name)}\]", section, re.M)
     assert found, section
     return found.group(1)
+
+
+def proof_on(run, name):
+    """How the run's fresh connection through the new rules ended on host ``name``: 'ok', 'skipping'..."""
+    return task_on(run, PROOF, name)
+
+
+ASK = "firewall : Find the address the controller connects from"
+
+
+def test_with_no_admin_network_ssh_stays_open_to_the_controller_from_either_read():
+    """With infra_admin_networks empty, SSH is allowed from the address the controller connects
+    from alone, and the run must find it: in site.yml, from the common role's read (the
+    firewall's own question skipped); with the firewall's tag alone, by asking. The lab's admin
+    network is that very address, so the rules do not change; an address not found stops the
+    run before any host changes, and a wrong one would change the rules."""
+    name = names_of("webservers")[-1]
+    server = get(name)
+    controller = server.check_output("printenv SSH_CLIENT").split()[0]
+    assert server.ansible.get_variables()["infra_admin_networks"] == [f"{controller}/32"], \
+        "the lab's admin network is no longer the controller: this test proves nothing"
+    no_admins = ("-e", '{"infra_admin_networks": []}', "--limit", name)
+    for tags, asked in (("common,firewall", "skipping"), ("firewall", "ok")):
+        run = playbook("--tags", tags, *no_admins)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert recap(run)[name] == 0, run.stdout[-3000:]
+        assert task_on(run, ASK, name) == asked, f"--tags {tags}: the firewall's own question {task_on(run, ASK, name)}"
+    # Neither network nor controller: the lockout check refuses, before the rules are applied.
+    run = playbook("--tags", "common,firewall", "-e", "firewall_allow_controller=false", *no_admins)
+    assert run.returncode != 0 and "No SSH source to allow on " + name in run.stdout, run.stdout[-3000:]
+    assert recap(run)[name] == 0, run.stdout[-3000:]
 
 
 def test_ufw_converges_without_reloading_and_removes_rules_added_by_hand():

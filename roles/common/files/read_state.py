@@ -9,7 +9,12 @@ run (1 or 0: not in check mode). Prints one JSON object:
   kept in CACHE with a digest of their paths, sizes and modification times, and simulated again
   only when one of them changed (a package installed or removed, the lists refreshed, a pin);
 - admin: the account's passwd entry (home, gid, shell), its groups, whether its home exists;
-- moduli_differ: whether dropping the short moduli would change /etc/ssh/moduli.
+- moduli_differ: whether dropping the short moduli would change /etc/ssh/moduli;
+- controller_address: the address the controller connects from, as this server sees it (the
+  first field of SSH_CLIENT), or "" without SSH. The read runs under sudo, which resets the
+  environment: it is taken from the first process up this one's chain that has it (the SSH
+  session's shell, or sudo itself). The firewall role always allows SSH from it (site.yml
+  passes it on, which spares the firewall its own `printenv SSH_CLIENT`).
 
 With the arguments `--simulate KEEP` it prints `{"simulated": ...}` alone: the role asks again
 after a run changed apt's inputs (tasks/upgrades.yml), and that run keeps the simulation for
@@ -68,6 +73,24 @@ def simulate_upgrade(keep):
     return run.stdout
 
 
+def controller_address(pid=None, proc="/proc"):
+    """The first field of SSH_CLIENT in the environment of the first process, from `pid` (this
+    one) up to init, whose environment has it; "" if none has or one cannot be read."""
+    pid = os.getpid() if pid is None else pid
+    while pid > 1:
+        try:
+            with open(f"{proc}/{pid}/environ", "rb") as handle:
+                for item in handle.read().split(b"\0"):
+                    if item.startswith(b"SSH_CLIENT="):
+                        return item[len(b"SSH_CLIENT="):].decode(errors="replace").split(" ")[0]
+            with open(f"{proc}/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return ""
+    return ""
+
+
 def main(argv):
     """Print the read's JSON object for these arguments (see the module's docstring)."""
     if argv[1] == "--simulate":
@@ -75,7 +98,8 @@ def main(argv):
         return
     user, min_bits, simulate = argv[1], int(argv[2]), argv[3] == "1"
     keep = len(argv) > 4 and argv[4] == "1"
-    out = {"sources": "", "simulated": None, "admin": {"exists": False}, "moduli_differ": False}
+    out = {"sources": "", "simulated": None, "admin": {"exists": False}, "moduli_differ": False,
+           "controller_address": controller_address()}
     for path in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
