@@ -9,10 +9,6 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 0
 LAB_INVENTORY ?= inventory/lab
 LABCTL := $(PYTHON) lab/labctl.py
-# `make lab MITOGEN=1` (any target): the playbooks run with the opt-in accelerator (README, "Speed").
-ifdef MITOGEN
-export ANSIBLE_STRATEGY := mitogen_linear
-endif
 
 .PHONY: help venv lock lab lab-up lab-down qps bench drills iptables test lint unit prometheus-tools molecule clean
 

@@ -185,7 +185,7 @@ def mysql_read(text):
     """
     if not isinstance(text, str):
         raise AnsibleFilterError(f"infra_mysql_read: the read's output must be text, got {type(text).__name__}")
-    # A read through an emulated terminal (Mitogen's raw, under become) ends its lines in \r\n.
+    # A read answered through a terminal (a raw command under become, over a pty) may end its lines in \r\n.
     parts = _READ_MARK.split(text.replace("\r\n", "\n"))
     if parts[0].strip():
         raise AnsibleFilterError(f"infra_mysql_read: output before the first section: {parts[0].strip()[:200]!r}")

@@ -66,7 +66,7 @@ def infra_pki_cert_drift(read, ca_pem, name, sans, usages, renew_days, group="ro
         raise AnsibleFilterError(f"the CA certificate (pki_dir/ca.pem) cannot be read: {exc}") from None
     if read.get("rc") != 0:
         return ["the key or the certificate is missing or unreadable"]
-    # A read through an emulated terminal (Mitogen's raw, under become) ends its lines in \r\n.
+    # A read answered through a terminal (a raw command under become, over a pty) may end its lines in \r\n.
     text = str(read.get("stdout", "")).replace("\r\n", "\n")
     reasons = []
     stats = {path.rsplit("/", 1)[-1]: (mode.lstrip("0") or "0", owner, grp) for path, mode, owner, grp in STAT.findall(text)}

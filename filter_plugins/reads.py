@@ -27,7 +27,7 @@ def infra_read_sections(text, names):
         raise AnsibleFilterError(f"infra_read_sections: the read's output must be text, got {type(text).__name__}")
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
         raise AnsibleFilterError("infra_read_sections: names must be a list of section names")
-    # A read through an emulated terminal (Mitogen's raw, under become) ends its lines in \r\n.
+    # A read answered through a terminal (a raw command under become, over a pty) may end its lines in \r\n.
     parts = _MARK.split(text.replace("\r\n", "\n"))
     found = {"head": parts[0]}
     for name, body in zip(parts[1::2], parts[2::2]):

@@ -245,15 +245,14 @@ def fresh_lab(inv):
 PEAK_MB = {}
 
 
-def playbook(inv, *args, log=None, strategy=None):
+def playbook(inv, *args, log=None):
     """Run a playbook; (seconds, changed per host, its output). ``log``: keep its output in
-    .cache/bench/ and its peak memory in PEAK_MB; ``strategy``: ANSIBLE_STRATEGY for this run."""
-    run_env = env() | ({"ANSIBLE_STRATEGY": strategy} if strategy else {})
+    .cache/bench/ and its peak memory in PEAK_MB."""
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
         proc = subprocess.Popen(  # pylint: disable=consider-using-with
             [tool("ansible-playbook"), "-i", str(inv), *args], stdout=out_file, stderr=err_file, text=True,
-            cwd=ROOT, env=run_env)
+            cwd=ROOT, env=env())
         # wait4: the run's own resource usage, its peak memory among them (Linux: the largest of
         # ansible-playbook and the workers it reaped).
         _, status, usage = os.wait4(proc.pid, 0)
@@ -517,8 +516,6 @@ def main(argv=None):
         full, changed_full, _ = playbook(inv, "site.yml", log="full")
         again, changed_again, again_out = playbook(inv, "site.yml", log="no-change")
         again_roles = role_times(again_out)
-        # The opt-in accelerator, side by side with the default (README, "Speed").
-        mitogen, changed_mitogen, _ = playbook(inv, "site.yml", log="no-change-mitogen", strategy="mitogen_linear")
         certs, changed_certs, _ = playbook(inv, "site.yml", "--tags", "certs", log="certs")
         packages = {host: manual_packages(host) for host in topo["servers"]}
         figures["serving"] = serving(inv, topo, args.duration, args.connections)
@@ -529,14 +526,12 @@ def main(argv=None):
         floor_total, floor_hosts = floor(inv, topo["servers"], packages)
         figures["playbook"] = {
             "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,
-            "no_change_mitogen_s": mitogen, "peak_mb": dict(PEAK_MB),
+            "peak_mb": dict(PEAK_MB),
             "apt_floor_per_host": floor_hosts, "no_change_roles": again_roles,
             "module_call_s": call_s, "no_change_tasks": tasks_run(again_out), "changed": {"full": changed_full, "no_change": changed_again,
-                                                           "no_change_mitogen": changed_mitogen,
                                                            "certs": changed_certs},
             "ratios": {"full / floor": round(full / floor_total, 2), "no-change / full": round(again / full, 2),
-                       "certs / no-change": round(certs / again, 2),
-                       "no-change Mitogen / linear": round(mitogen / again, 2)}}
+                       "certs / no-change": round(certs / again, 2)}}
         if args.compare_seed:
             figures["playbook"]["by_size"] = by_size(inv, topo, full, again)
     except BenchError as exc:

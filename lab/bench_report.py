@@ -82,7 +82,6 @@ def report(figures):
     lines = ["playbook cost (seconds)",
              f"  full converge, fresh containers   {p['full_converge_s']:>8}",
              f"  second run, no change             {p['no_change_run_s']:>8}   changed: {p['changed']['no_change']}",
-             f"  second run, no change, Mitogen    {p.get('no_change_mitogen_s', '-'):>8}   (opt-in: ANSIBLE_STRATEGY=mitogen_linear)",
              f"  --tags certs                      {p['certs_run_s']:>8}",
              f"  floor: same packages, apt-get     {p['apt_floor_s']:>8}"]
     lines += [f"  {name:<34}{value:>8}" for name, value in p["ratios"].items()]

@@ -198,6 +198,6 @@ def test_a_read_this_reader_does_not_know_is_refused_by_name(text, message):
 
 
 def test_a_read_through_an_emulated_terminal_reads_the_same():
-    # Mitogen's raw, under become, answers through a terminal: lines end in \r\n.
+    # A raw command under become, over a pty, answers through a terminal: lines end in \r\n.
     assert mysql.mysql_read(READ.replace("\n", "\r\n")) == mysql.mysql_read(READ)
     assert mysql.mysql_vertical(VERTICAL.replace("\n", "\r\n")) == mysql.mysql_vertical(VERTICAL)

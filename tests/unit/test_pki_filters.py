@@ -204,6 +204,6 @@ def test_the_ca_filter_is_registered():
 
 
 def test_a_read_through_an_emulated_terminal_has_no_drift_either():
-    # Mitogen's raw, under become, answers through a terminal: lines end in \r\n.
+    # A raw command under become, over a pty, answers through a terminal: lines end in \r\n.
     current = read()
     assert drift(dict(current, stdout=current["stdout"].replace("\n", "\r\n"))) == []

@@ -41,6 +41,6 @@ def test_bad_arguments_fail(text, names):
 
 
 def test_a_read_through_an_emulated_terminal_reads_the_same():
-    # Mitogen's raw, under become, answers through a terminal: lines end in \r\n.
+    # A raw command under become, over a pty, answers through a terminal: lines end in \r\n.
     text = "ssh-ed25519 AAA c\n=== derived\nssh-ed25519 AAA\n=== stat\n600 root root\n=== pem\nabc  -\n"
     assert infra_read_sections(text.replace("\n", "\r\n"), NAMES) == infra_read_sections(text, NAMES)
