@@ -290,7 +290,8 @@ def test_rolling_update_under_load_fails_no_request_and_loses_no_write(client):
     per_server = dict(re.findall(r"(\S+) patched and serving again in ([0-9.]+) s", run.stdout))
     figures = {"requests": len(requests), "failed": len(failed), "acknowledged_writes": len(numbers),
                "lost_writes": len(lost), "longest_write_pause_s": round(max(gaps, default=0), 2),
-               "drained_s": drained, "per_server_s": {k: float(v) for k, v in per_server.items()},
+               "drained_s": drained, "carried_by": {name: sum(1 for lb, _ in carried if lb == name) for name in held},
+               "per_server_s": {k: float(v) for k, v in per_server.items()},
                "whole_run_s": round(took, 1)}
     record_drill("rolling update under load", figures)
     print(f"\nrolling update drill: {json.dumps(figures)}")
