@@ -380,6 +380,9 @@ def strip_constraints(description):
 
 
 BOOLEANS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+# Strings that mean false but read as true wherever a role tests the value as it is (``when: x and
+# y``, ``{% if x %}``): what ``-e name=false`` hands over (key=value extra vars are strings).
+FALSE_STRINGS = {"false", "no", "off", "0"}
 
 
 def check_declared_type(value, spec):
@@ -431,6 +434,9 @@ def check_option(name, value, spec, ctx=None):
     for kind, args in constraints:
         if kind == "allow" and str(value) == (args[0] if args else ""):
             return []
+    if spec.get("type") == "bool" and isinstance(value, str) and value.strip().lower() in FALSE_STRINGS:
+        return [f"{name}: got the string {value!r}, which a condition reads as true; expected the boolean false "
+                f"(on the command line, JSON: -e '{{\"{name}\": false}}')"]
     expected = check_declared_type(value, spec)
     if expected:
         return [f"{name}: got {show(value, secret)}, expected {expected}"]

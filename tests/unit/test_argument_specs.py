@@ -119,6 +119,8 @@ def malformed(name, option, default):
     cases = []
     if kind in WRONG_TYPE:
         cases.append((WRONG_TYPE[kind], "wrong type"))
+    if kind == "bool":  # what -e name=false hands over: a string, true in a condition
+        cases.append(("false", "a string that means false"))
     if option.get("choices"):
         cases.append((["no-such-choice"] if kind == "list" else "no-such-choice", "not a choice"))
     is_list = kind == "list"

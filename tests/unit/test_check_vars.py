@@ -103,6 +103,20 @@ def test_an_options_messages_name_it_its_value_and_what_is_expected():
         "certbot_domains: got 'a.example.com', expected a list (of str)"]
 
 
+@pytest.mark.parametrize("value", ["false", "False", "no", "off", "0"])
+def test_a_string_that_means_false_is_refused_naming_the_json_form(value):
+    # -e firewall_allow_controller=false hands the string "false", which `when: x and y` reads as true.
+    assert icv.check_option("firewall_allow_controller", value, {"type": "bool"}) == [
+        f"firewall_allow_controller: got the string {value!r}, which a condition reads as true; expected the boolean "
+        "false (on the command line, JSON: -e '{\"firewall_allow_controller\": false}')"]
+
+
+@pytest.mark.parametrize("value", [True, False, "true", "yes", "on", "1"])
+def test_a_boolean_or_a_string_that_means_true_passes(value):
+    # -e certbot_force_renew=true (README) reads as true either way.
+    assert icv.check_option("certbot_force_renew", value, {"type": "bool"}) == []
+
+
 def test_allow_accepts_its_value_before_any_other_check():
     spec = {"type": "raw", "description": "Workers. [check: allow auto; int 1..1024]"}
     assert icv.check_option("nginx_worker_processes", "auto", spec) == []
