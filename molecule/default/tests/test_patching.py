@@ -175,27 +175,32 @@ def started_at(server, unit):
     return float(out.strip().lstrip("@"))
 
 
-def drained_intervals(changes, server, end):
-    """[(from, to)] during which a load balancer had `server` out of its pool by the runtime API:
-    from its first DRAIN or MAINT state (set by the rolling update, never by a failed check)
-    until it is UP again. A server only DOWN (its checks failing) was never drained."""
+def intervals_between(changes, name, opens, closes, end):
+    """[(from, to)] of the poller's lines about `name`: from the first state in `opens` until
+    the state `closes` (an interval still open at the end closes at `end`)."""
     intervals, since = [], None
-    for t, name, status in changes:
-        if name != server:
+    for t, subject, status in changes:
+        if subject != name:
             continue
-        if status.split()[0] in ("DRAIN", "MAINT") and since is None:
+        if status.split()[0] in opens and since is None:
             since = t
-        elif status == "UP" and since is not None:
+        elif status == closes and since is not None:
             intervals.append((since, t))
             since = None
     return intervals + ([(since, end)] if since is not None else [])
 
 
+def drained_intervals(changes, server, end):
+    """[(from, to)] during which a load balancer had `server` out of its pool by the runtime API:
+    from its first DRAIN or MAINT state (set by the rolling update, never by a failed check)
+    until it is UP again. A server only DOWN (its checks failing) was never drained."""
+    return intervals_between(changes, server, ("DRAIN", "MAINT"), "UP", end)
+
+
 def held_intervals(changes, end):
     """[(from, to)] during which a load balancer held the site's address (the poller's @address
     lines): the times at which the client's requests went through it."""
-    return drained_intervals([(t, name, {"held": "DRAIN", "released": "UP"}[status])
-                              for t, name, status in changes if name == "@address"], "@address", end)
+    return intervals_between(changes, "@address", ("held",), "released", end)
 
 
 def carrier(request, held):
