@@ -379,10 +379,10 @@ def strip_constraints(description):
     return CHECK.sub("", text).strip()
 
 
-BOOLEANS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 # Strings that mean false but read as true wherever a role tests the value as it is (``when: x and
 # y``, ``{% if x %}``): what ``-e name=false`` hands over (key=value extra vars are strings).
 FALSE_STRINGS = {"false", "no", "off", "0"}
+BOOLEANS = {"true", "yes", "on", "1"} | FALSE_STRINGS
 
 
 def check_declared_type(value, spec):
