@@ -74,7 +74,26 @@ the role whose file names it), once the role's own options pass (``DIR`` is usua
 them). The files found are returned, sorted, as ``named_in_files``; with ``render: true`` in
 ``named_in``, also each file rendered with the task's variables (as the template module renders:
 blocks trimmed) and read as YAML, in the same order, as ``named_in_rendered`` (the template
-lookup would deep-copy every variable once per file).
+lookup would deep-copy every variable once per file); the rules checked after the options see
+that list as the variable ``named_in_rendered`` (the firewall compiles its policy from it).
+
+``roles`` (a list of role names, under ``roles_dir``, by default the playbook's ``roles``)
+checks several roles in one call, one task per host where an ``include_role`` of each role's
+``tasks/validate.yml`` was several (site.yml's preflight)::
+
+    - name: Check the variables of the roles this host runs
+      infra_check_vars:
+        roles: "{{ infra_roles_this_run }}"
+        rules: [...]                # optional: the caller's own, checked with the task's variables
+      delegate_to: localhost
+
+Each role's check is the ``infra_check_vars`` task of its ``tasks/validate.yml`` (exactly one;
+the file's other tasks are not run, nor that task's ``when``), run with the role's variables
+layered as Ansible layers them for the role's own tasks: its defaults under everything; its
+``vars`` and the task's own ``vars`` above the inventory, the play and the facts; extra
+variables above all; ``role_name`` and ``role_path`` set. Every role's refusals are named
+together. The result has ``roles`` (each role's result, as its own task would register it, with
+``register``: that task's name for it) and ``packages`` (all of them, sorted, once).
 """
 
 from __future__ import annotations
@@ -90,6 +109,7 @@ import yaml
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
+from ansible.utils.vars import load_extra_vars
 
 CHECK = re.compile(r"\[check:\s*(?P<spec>.*)\]\s*$")
 HAPROXY_TIME = re.compile(r"^([0-9]+)(us|ms|s|m|h|d)?$")
@@ -497,17 +517,38 @@ def load_options(role_dir, entry_point="validate"):
     return specs[entry_point].get("options") or {}
 
 
+def role_var_files(role_dir, kind):
+    """A role's ``defaults`` or ``vars`` files, in the order Ansible reads them: ``main.yml``
+    (``.yaml``, ``.json``, no extension), or each file of a ``main/`` directory, sorted."""
+    base = os.path.join(role_dir, kind, "main")
+    if os.path.isdir(base):
+        return [os.path.join(base, name) for name in sorted(os.listdir(base))
+                if name.endswith((".yml", ".yaml", ".json")) and os.path.isfile(os.path.join(base, name))]
+    return [path for path in (base + ext for ext in (".yml", ".yaml", ".json", "")) if os.path.isfile(path)][:1]
+
+
+def check_task_of(tasks, path):
+    """The one ``infra_check_vars`` task of a role's tasks/validate.yml: its arguments, its ``register``
+    and its own ``vars``."""
+    found = [task for task in tasks or [] if isinstance(task, dict) and isinstance(task.get("infra_check_vars"), dict)]
+    if len(found) != 1:
+        raise KeyError(f"{path} must hold one infra_check_vars task with its arguments, found {len(found)}")
+    return found[0]["infra_check_vars"], found[0].get("register"), found[0].get("vars") or {}
+
+
 class ActionModule(ActionBase):
-    """Check the variables of a role (or those of its options named in ``only_in``) on the controller."""
+    """Check the variables of a role (or those of its options named in ``only_in``) on the controller;
+    with ``roles``, those of several roles in one call (site.yml's preflight)."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "rules", "packages", "named_in"))
+    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "rules", "packages", "named_in", "facts",
+                             "roles"))
     # Templated by run(), after the options' checks, and each rule with its own variables.
-    _LATE_ARGS = frozenset(("rules", "packages"))
+    _LATE_ARGS = frozenset(("rules", "packages", "facts"))
 
     @classmethod
     def finalize_task_arg(cls, name, value, templar, context):
-        """Leave ``rules`` and ``packages`` untemplated: run() templates them once the checks pass."""
+        """Leave ``rules``, ``packages`` and ``facts`` untemplated: run() templates them once the checks pass."""
         if name in cls._LATE_ARGS:
             return value
         return super().finalize_task_arg(name, value, templar, context)
@@ -515,24 +556,97 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
+        if "roles" in self._task.args:
+            return self._run_roles(result, task_vars)
         role_path = task_vars.get("role_path", "")
         role = self._task.args.get("role") or os.path.basename(role_path)
         roles_dir = self._task.args.get("roles_dir") or os.path.dirname(role_path)
-        entry_point = self._task.args.get("entry_point", "validate")
-        only_in = self._task.args.get("only_in")
+        checked = self._check_role(role, roles_dir, self._task.args, task_vars)
+        facts = checked.pop("facts", None)
+        result.update(checked)
+        if facts:
+            result["ansible_facts"] = facts
+        return result
+
+    def _run_roles(self, result, task_vars):
+        """``roles``: each role's check, as its tasks/validate.yml declares it (its ``infra_check_vars``
+        task), with the role's defaults and vars layered as Ansible layers them for the role's tasks;
+        ``rules`` here are the caller's own, checked first with the task's variables. One task per
+        host where an ``include_role`` of each role's validate.yml was several."""
+        roles = self._task.args.get("roles") or []
+        roles_dir = self._task.args.get("roles_dir") or os.path.join(task_vars.get("playbook_dir", "."), "roles")
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            result.update(failed=True, msg=f"infra_check_vars: roles must be a list of role names, got {roles!r}")
+            return result
+        messages, violations, checks, facts = [], [], {}, {}
+        site_rules = self._task.args.get("rules") or []
+        if site_rules:
+            problems = self._check_rules(site_rules, task_vars)
+            if problems:
+                messages.append(f"{len(problems)} rule(s) broken: " + "; ".join(problems))
+                violations.extend(problems)
+        base = self._templar
+        extra = load_extra_vars(self._loader)
+        try:
+            for role in roles:
+                role_dir = os.path.join(roles_dir, role)
+                try:
+                    path = os.path.join(role_dir, "tasks", "validate.yml")
+                    args, register, own = check_task_of(self._loader.load_from_file(path, trusted_as_template=True), path)
+                    role_vars, defaults = ({k: v for f in role_var_files(role_dir, kind)
+                                            for k, v in (self._loader.load_from_file(f, trusted_as_template=True) or {}).items()}
+                                           for kind in ("vars", "defaults"))
+                except (AnsibleError, OSError, KeyError, AttributeError) as exc:
+                    result.update(failed=True, msg=f"infra_check_vars: role '{role}' ({role_dir}): {str(exc).splitlines()[0]}")
+                    return result
+                # Ansible's order for a role's tasks: its defaults under everything; its vars, then the
+                # task's own, above the inventory, the play and the facts; extra variables above all.
+                variables = ChainMap({"role_name": role, "role_path": role_dir}, extra, own, role_vars, task_vars, defaults)
+                self._templar = base.copy_with_new_env(available_variables=variables)
+                checked = self._check_role(role, roles_dir, args, variables)
+                if checked.get("failed"):
+                    messages.append(checked["msg"])
+                    violations.extend(checked.get("violations", []))
+                    continue
+                facts.update(checked.pop("facts", None) or {})
+                checks[role] = dict(checked, register=register)
+        finally:
+            self._templar = base
+        if messages:
+            result.update(failed=True, msg=" | ".join(messages), violations=violations)
+            return result
+        result.update(changed=False, msg=f"Roles checked: {', '.join(roles) or 'none'}", roles=checks,
+                      packages=sorted({name for check in checks.values() for name in check.get("packages", [])}))
+        if facts:
+            result["ansible_facts"] = facts
+        return result
+
+    def _check_role(self, role, roles_dir, args, task_vars):
+        """One role's check (``args``: its infra_check_vars arguments) with ``task_vars`` and
+        ``self._templar`` holding its variables: the result's fields, ``failed`` and ``msg`` when refused."""
+        result = {}
+        entry_point = args.get("entry_point", "validate")
+        only_in = args.get("only_in")
         try:
             options = load_options(os.path.join(roles_dir, role), entry_point)
         except (OSError, KeyError, yaml.YAMLError) as exc:
             result.update(failed=True, msg=f"infra_check_vars: cannot read the argument spec of role '{role}': {exc}")
             return result
         ctx = {"groups": task_vars.get("groups", {}), "hosts": list(task_vars.get("hostvars", {}).keys())}
-        rules = self._task.args.get("rules") or []
+        rules = args.get("rules") or []
         # A rule marked first explains a value the options' checks would only refuse.
         problems = self._check_rules([r for r in rules if isinstance(r, dict) and r.get("first")], task_vars)
         if problems:
             return refused(result, role, problems)
         problems.extend(self._check_options(options, only_in, role, task_vars, ctx))
-        named_in = self._task.args.get("named_in")
+        named_in = args.get("named_in")
+        if named_in is not None and not problems:
+            try:
+                # In a role's run the task templated it; read from validate.yml (roles), it is templated here.
+                named_in = self._templar.template(named_in)
+            except AnsibleError as exc:
+                problems.append(f"named_in: {str(exc).splitlines()[0]}")
+        rendered = None
         # Only once the role's own options pass: named_in is made of them (firewall_roles_dir).
         if named_in is not None and not problems:
             try:
@@ -563,13 +677,15 @@ class ActionModule(ActionBase):
                         return result
                 result["named_in_rendered"] = rendered
         if not problems:
-            problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], task_vars)
+            # The rules after the options see the rendered files, as named_in_rendered.
+            later = ChainMap({"named_in_rendered": rendered}, task_vars) if rendered is not None else task_vars
+            problems = self._check_rules([r for r in rules if not (isinstance(r, dict) and r.get("first"))], later)
         if problems:
             return refused(result, role, problems)
         result.update(changed=False, msg=f"Role {role}: variables checked")
-        if "packages" in self._task.args:
+        if "packages" in args:
             try:
-                packages = self._templar.template(self._task.args["packages"])
+                packages = self._templar.template(args["packages"])
             except AnsibleError as exc:
                 result.update(failed=True, msg=f"Role {role}: its packages could not be computed ({str(exc).splitlines()[0]})")
                 return result
@@ -577,6 +693,16 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg=f"Role {role}: packages must be a list of package names, got {packages!r}")
                 return result
             result["packages"] = sorted(set(packages))
+        if args.get("facts"):
+            try:
+                facts = self._templar.template(args["facts"])
+            except AnsibleError as exc:
+                result.update(failed=True, msg=f"Role {role}: its facts could not be computed ({str(exc).splitlines()[0]})")
+                return result
+            if not isinstance(facts, dict):
+                result.update(failed=True, msg=f"Role {role}: facts must be a mapping of names to values, got {facts!r}")
+                return result
+            result["facts"] = facts
         return result
 
     def _check_options(self, options, only_in, role, task_vars, ctx):

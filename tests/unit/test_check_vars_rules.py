@@ -191,3 +191,103 @@ def test_a_flow_file_that_cannot_be_rendered_is_named(tmp_path):
     assert rc != 0
     assert "role other's firewall_flows.yml" in out and "could not be rendered" in out, out
     assert "no_such_variable" in out, out
+
+
+# --- roles: several roles' checks in one task (site.yml's preflight) ---
+
+def roles_run(tmp_path, play_vars=None, extra_vars=None, site_rules=None, roles=("alpha", "beta")):
+    """Two roles whose checks read their defaults (one derived from the play), their vars and
+    the task's own vars, run by one ``infra_check_vars: {roles: ...}`` task; the result or the output."""
+    spec = {"argument_specs": {"validate": {"options": {
+        "alpha_port": {"type": "int", "description": "A port. [check: port]"},
+        "alpha_limit": {"type": "int", "description": "A limit. [check: int 1..]"},
+    }}}}
+    alpha = tmp_path / "roles" / "alpha"
+    for sub in ("meta", "tasks", "defaults", "vars"):
+        (alpha / sub).mkdir(parents=True, exist_ok=True)
+    (alpha / "meta" / "argument_specs.yml").write_text(yaml.safe_dump(spec))
+    # A default derived from the play's variable, and a role variable the rule reads.
+    (alpha / "defaults" / "main.yml").write_text(yaml.safe_dump({
+        "alpha_port": "{{ site_port | default(8080) }}", "alpha_limit": 10}))
+    (alpha / "vars" / "main.yml").write_text(yaml.safe_dump({"alpha_ceiling": 100, "alpha_packages": ["alpha-pkg"]}))
+    (alpha / "tasks" / "validate.yml").write_text(yaml.safe_dump([
+        {"name": "Check", "register": "alpha_vars_checked", "delegate_to": "localhost",
+         "when": "role_name not in infra_roles_checked | default([])",
+         "vars": {"alpha_floor": 2},
+         "infra_check_vars": {
+             "rules": [{"name": "Within bounds", "that": "alpha_floor <= alpha_limit | int <= alpha_ceiling",
+                        "msg": "alpha_limit ({{ alpha_limit }}) must be from {{ alpha_floor }} to {{ alpha_ceiling }}"}],
+             "packages": "{{ alpha_packages + [role_name ~ '-extra'] }}"}},
+    ]))
+    beta = tmp_path / "roles" / "beta"
+    for sub in ("meta", "tasks", "defaults"):
+        (beta / sub).mkdir(parents=True, exist_ok=True)
+    (beta / "meta" / "argument_specs.yml").write_text(yaml.safe_dump({"argument_specs": {"validate": {"options": {
+        "beta_name": {"type": "str", "description": "A name. [check: nonempty]"}}}}}))
+    (beta / "defaults" / "main.yml").write_text(yaml.safe_dump({"beta_name": "{{ alpha_port | default('no alpha here') }}"}))
+    (beta / "tasks" / "validate.yml").write_text(yaml.safe_dump([
+        {"name": "Check", "register": "beta_vars_checked", "delegate_to": "localhost",
+         "infra_check_vars": {"packages": "{{ ['beta-pkg', beta_name | replace(' ', '-')] }}"}},
+        {"name": "Another task of the file, not run", "ansible.builtin.fail": {"msg": "never"}},
+    ]))
+    check = {"roles": list(roles) if isinstance(roles, tuple) else roles, "roles_dir": str(tmp_path / "roles")}
+    if site_rules is not None:
+        check["rules"] = site_rules
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False, "vars": play_vars or {},
+        "tasks": [
+            {"name": "Check the roles", "infra_check_vars": check, "register": "checked"},
+            {"name": "Keep the result", "ansible.builtin.copy": {"content": "{{ checked | to_json }}",
+                                                                  "dest": str(tmp_path / "result.json"), "mode": "0600"}},
+        ],
+    }]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    args = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml")]
+    if extra_vars:
+        args += ["-e", json.dumps(extra_vars)]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False)
+    if proc.returncode == 0:
+        return 0, json.loads((tmp_path / "result.json").read_text())
+    return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+
+
+def test_roles_are_checked_with_their_defaults_vars_and_task_vars_in_one_task(tmp_path):
+    rc, result = roles_run(tmp_path, play_vars={"site_port": 8443})
+    assert rc == 0, result
+    assert set(result["roles"]) == {"alpha", "beta"}
+    assert result["roles"]["alpha"]["packages"] == ["alpha-extra", "alpha-pkg"]  # role_name and role vars
+    assert result["roles"]["alpha"]["register"] == "alpha_vars_checked"
+    # Each role sees its own defaults only, as include_role does: beta never sees alpha's.
+    assert result["packages"] == ["alpha-extra", "alpha-pkg", "beta-pkg", "no-alpha-here"]
+    rc, result = roles_run(tmp_path, play_vars={"site_port": 70000})
+    assert rc != 0 and "alpha_port (from site_port): got 70000, expected a port from 1 to 65535" in result, result
+
+
+def test_every_roles_refusals_are_named_together(tmp_path):
+    # The inventory (play) outranks a default; a role's vars outrank the play; extra vars outrank all.
+    rc, out = roles_run(tmp_path, play_vars={"alpha_limit": 0, "beta_name": ""})
+    assert rc != 0
+    assert "Role alpha: 1 variable value(s) refused: alpha_limit: got 0" in out, out
+    assert "Role beta: 1 variable value(s) refused: beta_name: got ''" in out, out
+    rc, out = roles_run(tmp_path, play_vars={"alpha_limit": 101, "alpha_ceiling": 1000})
+    assert rc != 0 and "alpha_limit (101) must be from 2 to 100" in out, out
+    rc, result = roles_run(tmp_path, play_vars={"alpha_limit": 101}, extra_vars={"alpha_ceiling": 1000})
+    assert rc == 0, result
+
+
+def test_the_callers_own_rules_are_checked_with_the_task_variables(tmp_path):
+    rule = [{"name": "Site rule", "that": "site_port | default(1) < 9000", "msg": "site_port {{ site_port }} too high"}]
+    rc, out = roles_run(tmp_path, play_vars={"site_port": 9001}, site_rules=rule)
+    assert rc != 0 and "1 rule(s) broken: site_port 9001 too high" in out, out
+    rc, result = roles_run(tmp_path, play_vars={"site_port": 8000}, site_rules=rule)
+    assert rc == 0, result
+
+
+@pytest.mark.parametrize("roles, expected", [
+    (["alpha", "gamma"], "role 'gamma'"),
+    ("alpha", "roles must be a list of role names"),
+])
+def test_a_role_without_a_check_or_bad_roles_is_named(tmp_path, roles, expected):
+    rc, out = roles_run(tmp_path, roles=roles)
+    assert rc != 0 and expected in out, out
