@@ -541,14 +541,13 @@ class ActionModule(ActionBase):
     with ``roles``, those of several roles in one call (site.yml's preflight)."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "rules", "packages", "named_in", "facts",
-                             "roles"))
+    _VALID_ARGS = frozenset(("role", "entry_point", "roles_dir", "only_in", "rules", "packages", "named_in", "roles"))
     # Templated by run(), after the options' checks, and each rule with its own variables.
-    _LATE_ARGS = frozenset(("rules", "packages", "facts"))
+    _LATE_ARGS = frozenset(("rules", "packages"))
 
     @classmethod
     def finalize_task_arg(cls, name, value, templar, context):
-        """Leave ``rules``, ``packages`` and ``facts`` untemplated: run() templates them once the checks pass."""
+        """Leave ``rules`` and ``packages`` untemplated: run() templates them once the checks pass."""
         if name in cls._LATE_ARGS:
             return value
         return super().finalize_task_arg(name, value, templar, context)
@@ -561,11 +560,7 @@ class ActionModule(ActionBase):
         role_path = task_vars.get("role_path", "")
         role = self._task.args.get("role") or os.path.basename(role_path)
         roles_dir = self._task.args.get("roles_dir") or os.path.dirname(role_path)
-        checked = self._check_role(role, roles_dir, self._task.args, task_vars)
-        facts = checked.pop("facts", None)
-        result.update(checked)
-        if facts:
-            result["ansible_facts"] = facts
+        result.update(self._check_role(role, roles_dir, self._task.args, task_vars))
         return result
 
     def _run_roles(self, result, task_vars):
@@ -578,7 +573,7 @@ class ActionModule(ActionBase):
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             result.update(failed=True, msg=f"infra_check_vars: roles must be a list of role names, got {roles!r}")
             return result
-        messages, violations, checks, facts = [], [], {}, {}
+        messages, violations, checks = [], [], {}
         site_rules = self._task.args.get("rules") or []
         if site_rules:
             problems = self._check_rules(site_rules, task_vars)
@@ -608,7 +603,6 @@ class ActionModule(ActionBase):
                     messages.append(checked["msg"])
                     violations.extend(checked.get("violations", []))
                     continue
-                facts.update(checked.pop("facts", None) or {})
                 checks[role] = dict(checked, register=register)
         finally:
             self._templar = base
@@ -617,8 +611,6 @@ class ActionModule(ActionBase):
             return result
         result.update(changed=False, msg=f"Roles checked: {', '.join(roles) or 'none'}", roles=checks,
                       packages=sorted({name for check in checks.values() for name in check.get("packages", [])}))
-        if facts:
-            result["ansible_facts"] = facts
         return result
 
     def _check_role(self, role, roles_dir, args, task_vars):
@@ -693,16 +685,6 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg=f"Role {role}: packages must be a list of package names, got {packages!r}")
                 return result
             result["packages"] = sorted(set(packages))
-        if args.get("facts"):
-            try:
-                facts = self._templar.template(args["facts"])
-            except AnsibleError as exc:
-                result.update(failed=True, msg=f"Role {role}: its facts could not be computed ({str(exc).splitlines()[0]})")
-                return result
-            if not isinstance(facts, dict):
-                result.update(failed=True, msg=f"Role {role}: facts must be a mapping of names to values, got {facts!r}")
-                return result
-            result["facts"] = facts
         return result
 
     def _check_options(self, options, only_in, role, task_vars, ctx):
