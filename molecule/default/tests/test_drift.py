@@ -12,7 +12,8 @@ inventory), with the tags of the roles that took the shortcut:
   of its naming is removed;
 - a host certificate found current costs one read: a key whose mode was opened by hand, and a
   certificate file with a line added, are both mended (the rsyslog client's, issued in the
-  monitoring play);
+  monitoring play), and rsyslog restarts; a web server's certificate removed by hand is issued
+  again and nginx serves the new one (the certificate's install notifies the caller's handler);
 - the roles' files are made sure of in one read of the server per group of files
   (action_plugins/infra_files.py): a file edited by hand, a mode opened, a drop-in directory
   removed, a file to be absent put back, each in a different role's group, are all mended and
@@ -150,6 +151,14 @@ def test_a_run_with_shortcuts_still_undoes_drift():
                 assert line in host.file(authorized).content_string.splitlines(), f"{host.backend.hostname}: {line}"
                 host.run_test(f"sed -i '\\|{RECEIVER} {last}\"|d' {authorized}")
 
+        # Drift 11: the web server's certificate removed by hand: issued again, and served.
+        address = edited.ansible.get_variables()["ansible_host"]
+        served = f"echo | openssl s_client -connect {address}:443 -servername {last} 2>/dev/null | openssl x509 -noout -serial"
+        serial = removed.check_output(served)
+        assert serial.startswith("serial="), serial
+        edited.run_test("rm /etc/ssl/infra/nginx.pem")
+        rsyslog_pid = edited.check_output("systemctl show -p MainPID --value rsyslog")
+
         run = playbook("--limit", f"{first},{last}", "--tags", "common,pki,monitoring,web,backup")
         assert run.returncode == 0, run.stdout[-3000:]
         changed = recap(run)
@@ -171,6 +180,11 @@ def test_a_run_with_shortcuts_still_undoes_drift():
         key = edited.file(f"{CERT}.key")
         assert (key.mode, key.user, key.group) == (0o600, "root", "root"), "the key's mode was not mended"
         assert edited.file(f"{CERT}.pem").content_string == certificate, "the certificate's file was not mended"
+        assert edited.check_output("systemctl show -p MainPID --value rsyslog") != rsyslog_pid, \
+            "rsyslog was not restarted with its certificate mended"
+        issued = edited.check_output("openssl x509 -noout -serial -in /etc/ssl/infra/nginx.pem")
+        assert issued != serial, "the removed certificate came back with its old serial"
+        assert removed.check_output(served) == issued, "nginx does not serve the certificate issued again"
         assert edited.file(CHRONY).content_string == chrony, "chrony's configuration keeps its hand edit"
         assert edited.file(f"{NO_CLOCK}/no-clock.conf").exists, "chrony's drop-in was not put back"
         assert edited.service("chrony").is_running
