@@ -73,6 +73,40 @@ def test_site_imports_its_roles_without_a_second_argument_spec_pass():
                 assert task["ansible.builtin.import_role"].get("rolespec_validate") is False, task
 
 
+@pytest.mark.parametrize("role", sorted(played_roles()))
+def test_site_imports_the_roles_work_past_their_own_check_and_install(role):
+    """A role whose tasks/main.yml checks its variables (and installs its packages) before its
+    work, tasks/run.yml, is imported by site.yml at run.yml: the preflight has done both, and a
+    skipped include per role and host is what importing main.yml would cost. main.yml is that
+    one include, then run.yml, so a role run alone still does both."""
+    tasks = ROOT / "roles" / role / "tasks"
+    imported = [t["ansible.builtin.import_role"] for play in SITE for t in play.get("tasks", [])
+                if t.get("ansible.builtin.import_role", {}).get("name") == role][0]
+    if not (tasks / "run.yml").exists():
+        assert "tasks_from" not in imported, f"{role}: site.yml imports {imported['tasks_from']}, a file it lacks"
+        return
+    assert imported.get("tasks_from") == "run", f"{role}: site.yml must import tasks/run.yml, past the role's check"
+    main = yaml.safe_load((tasks / "main.yml").read_text())
+    assert len(main) == 2, f"{role}: tasks/main.yml must be the check's include, then run.yml"
+    check, work = main
+    assert check["ansible.builtin.include_tasks"] in ("validate.yml", "prepare.yml"), check
+    assert "role_name not in infra_roles_checked" in str(check["when"]), check
+    assert work == {"name": "The role's work", "ansible.builtin.import_tasks": "run.yml"}, work
+
+
+def test_a_run_without_the_common_role_installs_the_roles_packages_itself():
+    """The roles' own install tasks are not in site.yml's runs (tasks/run.yml): where the common
+    role's one transaction does not run, the preflight play installs the run's roles' packages."""
+    preflight = [p for p in SITE if "infra_site_plays" in p.get("vars", {})][0]
+    install = [t for t in preflight["tasks"] if "infra_packages" in t]
+    assert len(install) == 1, "the preflight play must install the packages once"
+    assert install[0]["infra_packages"]["name"] == "{{ infra_role_packages }}"
+    assert "'common' not in infra_roles_this_run" in install[0]["when"]
+    assert install[0].get("become") is True
+    common = yaml.safe_load((ROOT / "roles/common/defaults/main.yml").read_text())
+    assert "infra_role_packages" in common["common_role_packages"], "the common role must install the same list"
+
+
 def test_templated_patterns_and_plays_without_roles_are_left_out():
     plays = [{"hosts": "servers", "tasks": []}, {"hosts": "{{ backup_host_group }}", "roles": ["backup"]},
              {"hosts": "a:b", "roles": [{"role": "x"}, "y", "x"]}]

@@ -223,7 +223,9 @@ def test_a_monitoring_account_changed_by_hand_is_made_right_by_the_next_run():
 def test_the_archive_account_changed_by_hand_is_made_right_by_the_next_run():
     """The backup role's binary log archive account joins the accounts' record (a line of its
     own): a privilege revoked by hand changes a checksum, a run of the database and backup plays
-    grants it again, and the next run skips the account's module as one task."""
+    grants it again, and the next run skips the account's module as one task. That run has no
+    common role: a package of the backup role removed by hand comes back from site.yml's own
+    install of the run's roles' packages (the roles' own install is not in site.yml's runs)."""
     name = REPLICAS[-1]
     server = get(name)
     user = site_setting("backup_binlog_user")
@@ -234,10 +236,15 @@ def test_the_archive_account_changed_by_hand_is_made_right_by_the_next_run():
     assert "BINLOG MONITOR" in wanted[0][0], wanted
     sql(server, f"SET sql_log_bin = 0; REVOKE BINLOG MONITOR ON *.* FROM {account}")
     assert "BINLOG MONITOR" not in sql(server, f"SHOW GRANTS FOR {account}")[0][0]
+    package = "age"  # in backup_packages, needed by nothing else
+    with server.sudo():
+        server.run_test(f"DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {package}")
+    assert not server.package(package).is_installed
     run = playbook("--tags", "db,backup", "--limit", name)
     assert run.returncode == 0, run.stdout[-3000:]
     assert recap(run)[name] >= 1, run.stdout[-3000:]
     assert sql(server, f"SHOW GRANTS FOR {account}") == wanted, "the privilege revoked by hand stayed revoked"
+    assert server.package(package).is_installed, f"{package}, removed by hand, was not installed again"
     run = playbook("--tags", "db,backup", "--limit", name)
     assert run.returncode == 0 and recap(run)[name] == 0, run.stdout[-3000:]
     assert "archive_account.yml" not in run.stdout, "the account's module ran although the record shows it current"
