@@ -185,8 +185,9 @@ def reachable(server):
 
 
 def docker(*args):
-    """Run a docker command on the controller (a scenario host's container killed, started...)."""
-    subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
+    """Run a docker command on the controller (a scenario host's container killed, started, a
+    command run in it from outside); its completed process, output included."""
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=120)
 
 
 # A client's steady load through the load balancer: one request at a time, each on a new

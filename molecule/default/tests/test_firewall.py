@@ -229,8 +229,7 @@ def test_with_no_admin_network_ssh_stays_open_to_the_controller_from_either_read
 
 def ssh_logins(name):
     """How many SSH logins the server's sshd has accepted (its journal, read from outside)."""
-    out = subprocess.run(["docker", "exec", container(name), "journalctl", "-u", "ssh", "--no-pager", "-o", "cat"],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    out = docker("exec", container(name), "journalctl", "-u", "ssh", "--no-pager", "-o", "cat").stdout
     return out.count("Accepted publickey")
 
 
@@ -243,11 +242,10 @@ def test_a_no_change_run_keeps_its_connection():
     if run_tags and "common" not in run_tags.split(","):
         pytest.skip(f"this scenario converges only --tags {run_tags}")
     name = names_of("webservers")[-1]
-    runs = []
     for _ in range(2):
         before = ssh_logins(name)
-        runs.append(playbook("--tags", "common,firewall", "--limit", name))
-        assert runs[-1].returncode == 0 and recap(runs[-1])[name] == 0, runs[-1].stdout[-3000:]
+        run = playbook("--tags", "common,firewall", "--limit", name)
+        assert run.returncode == 0 and recap(run)[name] == 0, run.stdout[-3000:]
     assert ssh_logins(name) == before, f"the second no-change run logged in to {name} again"
 
 
