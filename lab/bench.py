@@ -6,7 +6,11 @@ Never a pass/fail test: it measures, on this machine, in a lab of its own (conta
 
 1. Playbook cost: a full site.yml converge on fresh containers, a second (no-change) run and a
    `--tags certs` run; beside them the floor, the same packages installed with plain apt-get
-   into fresh containers of the same images; and the ratios.
+   into fresh containers of the same images; the floor as converged (the same install from
+   the converge's own sources, the security suite's, then the security updates the converge
+   applies, unattended-upgrade with the converge's selection); the lower bound of a full
+   converge (that apt work, plus one module call on one server for each task that changed the
+   busiest host); and the ratios.
 2. Serving: HTTPS requests per second and p50/p99 latency with wrk from `client` through the
    load balancer, against direct HTTPS from the first load balancer to the first web server
    (the reference), with
@@ -32,10 +36,12 @@ Each playbook's output (with ansible.posix.profile_tasks and profile_roles) is k
 """
 
 import argparse
+import base64
 import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -328,6 +334,50 @@ def floor(inv, servers, packages):
     return round(time.monotonic() - started, 1), {h: {"seconds": round(t, 1), "packages": n} for h, t, n in results}
 
 
+# The files by which a converged server's apt differs from a fresh one's: Debian's sources with
+# the security suite (the common role's) and the daily run's selection of security updates.
+APT_FILES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources",
+             "/etc/apt/apt.conf.d/50unattended-upgrades")
+
+
+def apt_files(host):
+    """A bench host's APT_FILES, {path: text}."""
+    return {path: docker_exec(host, f"cat {path}")[1] for path in APT_FILES}
+
+
+def floor_as_converged(inv, servers, packages, files):
+    """Fresh containers given the converged servers' apt files (``files``: {host: apt_files()}):
+    the same packages with plain apt-get from the converge's sources, then the security updates
+    of the converge's own selection (unattended-upgrade, as the common role runs it on a first
+    converge). What a converge cannot do with less apt work; its parts per host."""
+    fresh_lab(inv)
+    base = {host: manual_packages(host) for host in servers}
+
+    def put(host, names):
+        """Write the converged host's files of ``names`` into the fresh container."""
+        for path in names:
+            encoded = base64.b64encode(files[host][path].encode()).decode()
+            docker_exec(host, f"echo {encoded} | base64 -d > {shlex.quote(path)}")
+
+    def install(host):
+        """One server: sources, lists, install, security updates; (host, {step: seconds}, upgraded)."""
+        wanted = sorted(packages[host] - base[host])
+        put(host, APT_FILES[:2])
+        steps = {"lists": docker_exec(host, "apt-get update -q >/dev/null")[0],
+                 "install": docker_exec(host, "export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q "
+                                        f"--no-install-recommends {' '.join(wanted)} >/dev/null")[0]}
+        put(host, APT_FILES[2:])  # after the install: the package would find its own file there
+        took, out = docker_exec(host, "unattended-upgrade -v --no-minimal-upgrade-steps 2>&1")
+        steps["security updates"] = took
+        upgraded = re.search(r"Packages that will be upgraded: (.*)", out)
+        return host, {step: round(t, 1) for step, t in steps.items()}, len(upgraded.group(1).split()) if upgraded else 0
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(servers)) as pool:
+        results = list(pool.map(install, servers))
+    return round(time.monotonic() - started, 1), {h: {**steps, "upgraded": n} for h, steps, n in results}
+
+
 def wrk(host, url, duration, connections, close, host_header=None, timeout=None):
     """One wrk run from a host (``timeout``: seconds before wrk counts a request as timed out)."""
     headers = (f"-H 'Host: {host_header}' " if host_header else "") + ("-H 'Connection: close' " if close else "")
@@ -518,19 +568,32 @@ def main(argv=None):
         again_roles = role_times(again_out)
         certs, changed_certs, _ = playbook(inv, "site.yml", "--tags", "certs", log="certs")
         packages = {host: manual_packages(host) for host in topo["servers"]}
+        converged_apt = {host: apt_files(host) for host in topo["servers"]}
+        call_one_s = module_call_cost(inv, topo["servers"][:1])
         figures["serving"] = serving(inv, topo, args.duration, args.connections)
         if args.backup_mb:
             figures["backup"] = bench_backup.measure(
                 topo, topo["backup_vars"], docker_exec, lambda *a, log=None: playbook(inv, *a, log=log),
                 args.backup_mb * 1024 * 1024)
         floor_total, floor_hosts = floor(inv, topo["servers"], packages)
+        converged_total, converged_hosts = floor_as_converged(inv, topo["servers"], packages, converged_apt)
+        # No converge can take less: the apt work of floor_as_converged, and one module call on one
+        # server for each task that changed something on the host that changed most.
+        changed_most = max(changed_full[host] for host in topo["servers"])
+        lower_bound = round(converged_total + changed_most * call_one_s, 1)
         figures["playbook"] = {
             "full_converge_s": full, "no_change_run_s": again, "certs_run_s": certs, "apt_floor_s": floor_total,
             "peak_mb": dict(PEAK_MB),
+            "apt_floor_as_converged_s": converged_total, "apt_floor_as_converged_per_host": converged_hosts,
+            "module_call_one_server_s": call_one_s, "full_changed_most": changed_most,
+            "full_lower_bound_s": lower_bound,
             "apt_floor_per_host": floor_hosts, "no_change_roles": again_roles,
             "module_call_s": call_s, "no_change_tasks": tasks_run(again_out), "changed": {"full": changed_full, "no_change": changed_again,
                                                            "certs": changed_certs},
-            "ratios": {"full / floor": round(full / floor_total, 2), "no-change / full": round(again / full, 2),
+            "ratios": {"full / floor": round(full / floor_total, 2),
+                       "lower bound / floor": round(lower_bound / floor_total, 2),
+                       "full / floor as converged": round(full / converged_total, 2),
+                       "no-change / full": round(again / full, 2),
                        "certs / no-change": round(certs / again, 2)}}
         if args.compare_seed:
             figures["playbook"]["by_size"] = by_size(inv, topo, full, again)

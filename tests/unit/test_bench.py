@@ -382,3 +382,47 @@ def test_the_report_names_the_floating_address_holder():
                             "changed": {"no_change": {}}, "ratios": {}},
                "serving": {"runs": {}, "tunings": [], "site_address": "172.30.30.5", "site_address_holder": "lb-01"}}
     assert "floating address 172.30.30.5, held by lb-01" in bench_report.report(figures)
+
+
+def test_the_floor_as_converged_installs_from_the_converged_sources_then_takes_the_security_updates(monkeypatch):
+    files = {"web-01": {path: f"text of {path}\n" for path in bench.APT_FILES}}
+    commands = []
+
+    def docker_exec(host, command, timeout=0):
+        commands.append(command)
+        if command == "apt-mark showmanual":
+            return 0.1, "ca-certificates\n"
+        if command.startswith("unattended-upgrade"):
+            return 3.0, "Packages that will be upgraded: libssl3 openssl\nAll upgrades installed\n"
+        return 1.0, ""
+
+    monkeypatch.setattr(bench, "docker_exec", docker_exec)
+    monkeypatch.setattr(bench, "fresh_lab", lambda inv: None)
+    packages = {"web-01": {"ca-certificates", "nginx", "age"}}
+    total, per_host = bench.floor_as_converged("inv", ["web-01"], packages, files)
+    assert per_host == {"web-01": {"lists": 1.0, "install": 1.0, "security updates": 3.0, "upgraded": 2}}
+    assert total >= 0
+    # The sources before the lists are read, the daily run's selection after the install (the
+    # unattended-upgrades package would find a file of its own there), then the updates.
+    steps = [next((path for path in bench.APT_FILES if command.endswith(f"> {path}")), command.split()[0])
+             for command in commands]
+    assert steps == ["apt-mark", *bench.APT_FILES[:2], "apt-get", "export", bench.APT_FILES[2], "unattended-upgrade"]
+    assert "age nginx" in commands[4] and "ca-certificates" not in commands[4]
+    written = [command for command in commands if command.startswith("echo ")]
+    assert all(re.fullmatch(r"echo [A-Za-z0-9+/=]+ \| base64 -d > \S+", command) for command in written)
+
+
+def test_the_report_shows_the_floor_as_converged_and_the_lower_bound():
+    figures = {"playbook": {"full_converge_s": 200.0, "no_change_run_s": 12.0, "certs_run_s": 1.5, "apt_floor_s": 40.0,
+                            "apt_floor_as_converged_s": 80.0,
+                            "apt_floor_as_converged_per_host": {
+                                "lb-01": {"lists": 2.0, "install": 50.0, "security updates": 20.0, "upgraded": 17},
+                                "web-01": {"lists": 2.0, "install": 60.0, "security updates": 18.0, "upgraded": 6}},
+                            "module_call_one_server_s": 0.2, "full_changed_most": 60, "full_lower_bound_s": 92.0,
+                            "changed": {"no_change": {}}, "ratios": {"lower bound / floor": 2.3}},
+               "serving": {"runs": {}, "tunings": []}}
+    text = bench_report.report(figures)
+    assert "floor as converged                    80.0   (busiest, web-01: lists 2.0, install 60.0, " \
+        "security updates 18.0; 6 packages updated)" in text
+    assert "lower bound of a full converge        92.0   (floor as converged + 60 changed tasks x 0.2 s" in text
+    assert "lower bound / floor                    2.3" in text
