@@ -315,23 +315,37 @@ def manual_packages(host):
     return set(docker_exec(host, "apt-mark showmanual")[1].split())
 
 
+def on_fresh_servers(inv, servers, each):
+    """Fresh containers; ``each(host, base)`` on every server at once, ``base`` being the
+    packages its fresh image has installed by hand (apt-mark); (seconds, {host: its result})."""
+    fresh_lab(inv)
+    base = {host: manual_packages(host) for host in servers}
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(servers)) as pool:
+        results = dict(zip(servers, pool.map(lambda host: each(host, base[host]), servers)))
+    return round(time.monotonic() - started, 1), results
+
+
+# The floors' commands run without debconf's questions.
+NONINTERACTIVE = "export DEBIAN_FRONTEND=noninteractive; "
+
+
+def apt_install(wanted):
+    """The floors' install of ``wanted``: plain apt-get, without recommends, as the roles install."""
+    return f"apt-get install -y -q --no-install-recommends {' '.join(sorted(wanted))} >/dev/null"
+
+
 def floor(inv, servers, packages):
     """Fresh containers; the same packages with plain apt-get on every server at once (without
     recommends, as the roles install them)."""
-    fresh_lab(inv)
-    base = {host: manual_packages(host) for host in servers}
 
-    def install(host):
-        """Install one server's packages; (host, seconds, how many)."""
-        wanted = sorted(packages[host] - base[host])
-        took, _ = docker_exec(host, "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && "
-                              f"apt-get install -y -q --no-install-recommends {' '.join(wanted)} >/dev/null")
-        return host, took, len(wanted)
+    def install(host, base):
+        """Install one server's packages; its seconds and how many."""
+        wanted = packages[host] - base
+        took, _ = docker_exec(host, f"{NONINTERACTIVE}apt-get update -q >/dev/null && {apt_install(wanted)}")
+        return {"seconds": round(took, 1), "packages": len(wanted)}
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(len(servers)) as pool:
-        results = list(pool.map(install, servers))
-    return round(time.monotonic() - started, 1), {h: {"seconds": round(t, 1), "packages": n} for h, t, n in results}
+    return on_fresh_servers(inv, servers, install)
 
 
 # The files by which a converged server's apt differs from a fresh one's: Debian's sources with
@@ -349,9 +363,8 @@ def floor_as_converged(inv, servers, packages, files):
     """Fresh containers given the converged servers' apt files (``files``: {host: apt_files()}):
     the same packages with plain apt-get from the converge's sources, then the security updates
     of the converge's own selection (unattended-upgrade, as the common role runs it on a first
-    converge). What a converge cannot do with less apt work; its parts per host."""
-    fresh_lab(inv)
-    base = {host: manual_packages(host) for host in servers}
+    converge). What a converge cannot do with less apt work; its steps' seconds per host, and
+    how many packages the updates took."""
 
     def put(host, names):
         """Write the converged host's files of ``names`` into the fresh container."""
@@ -359,23 +372,18 @@ def floor_as_converged(inv, servers, packages, files):
             encoded = base64.b64encode(files[host][path].encode()).decode()
             docker_exec(host, f"echo {encoded} | base64 -d > {shlex.quote(path)}")
 
-    def install(host):
-        """One server: sources, lists, install, security updates; (host, {step: seconds}, upgraded)."""
-        wanted = sorted(packages[host] - base[host])
+    def install(host, base):
+        """One server: sources, lists, install, security updates."""
         put(host, APT_FILES[:2])
         steps = {"lists": docker_exec(host, "apt-get update -q >/dev/null")[0],
-                 "install": docker_exec(host, "export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q "
-                                        f"--no-install-recommends {' '.join(wanted)} >/dev/null")[0]}
+                 "install": docker_exec(host, NONINTERACTIVE + apt_install(packages[host] - base))[0]}
         put(host, APT_FILES[2:])  # after the install: the package would find its own file there
-        took, out = docker_exec(host, "unattended-upgrade -v --no-minimal-upgrade-steps 2>&1")
-        steps["security updates"] = took
+        steps["security updates"], out = docker_exec(host, "unattended-upgrade -v --no-minimal-upgrade-steps 2>&1")
         upgraded = re.search(r"Packages that will be upgraded: (.*)", out)
-        return host, {step: round(t, 1) for step, t in steps.items()}, len(upgraded.group(1).split()) if upgraded else 0
+        return {"seconds": {step: round(took, 1) for step, took in steps.items()},
+                "upgraded": len(upgraded.group(1).split()) if upgraded else 0}
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(len(servers)) as pool:
-        results = list(pool.map(install, servers))
-    return round(time.monotonic() - started, 1), {h: {**steps, "upgraded": n} for h, steps, n in results}
+    return on_fresh_servers(inv, servers, install)
 
 
 def wrk(host, url, duration, connections, close, host_header=None, timeout=None):

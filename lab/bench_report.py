@@ -85,11 +85,11 @@ def report(figures):
              f"  --tags certs                      {p['certs_run_s']:>8}",
              f"  floor: same packages, apt-get     {p['apt_floor_s']:>8}"]
     if p.get("apt_floor_as_converged_s"):
-        steps = p["apt_floor_as_converged_per_host"]
-        busiest = max(steps, key=lambda host: sum(v for k, v in steps[host].items() if k != "upgraded"))
+        hosts = p["apt_floor_as_converged_per_host"]
+        busiest = max(hosts, key=lambda host: sum(hosts[host]["seconds"].values()))
         lines += [f"  floor as converged                {p['apt_floor_as_converged_s']:>8}   (busiest, {busiest}: "
-                  + ", ".join(f"{k} {v}" for k, v in steps[busiest].items() if k != "upgraded")
-                  + f"; {steps[busiest]['upgraded']} packages updated)",
+                  + ", ".join(f"{step} {took}" for step, took in hosts[busiest]["seconds"].items())
+                  + f"; {hosts[busiest]['upgraded']} packages updated)",
                   f"  lower bound of a full converge    {p['full_lower_bound_s']:>8}   (floor as converged + "
                   f"{p['full_changed_most']} changed tasks x {p['module_call_one_server_s']} s, one module call "
                   "on one server)"]

@@ -400,7 +400,7 @@ def test_the_floor_as_converged_installs_from_the_converged_sources_then_takes_t
     monkeypatch.setattr(bench, "fresh_lab", lambda inv: None)
     packages = {"web-01": {"ca-certificates", "nginx", "age"}}
     total, per_host = bench.floor_as_converged("inv", ["web-01"], packages, files)
-    assert per_host == {"web-01": {"lists": 1.0, "install": 1.0, "security updates": 3.0, "upgraded": 2}}
+    assert per_host == {"web-01": {"seconds": {"lists": 1.0, "install": 1.0, "security updates": 3.0}, "upgraded": 2}}
     assert total >= 0
     # The sources before the lists are read, the daily run's selection after the install (the
     # unattended-upgrades package would find a file of its own there), then the updates.
@@ -416,8 +416,10 @@ def test_the_report_shows_the_floor_as_converged_and_the_lower_bound():
     figures = {"playbook": {"full_converge_s": 200.0, "no_change_run_s": 12.0, "certs_run_s": 1.5, "apt_floor_s": 40.0,
                             "apt_floor_as_converged_s": 80.0,
                             "apt_floor_as_converged_per_host": {
-                                "lb-01": {"lists": 2.0, "install": 50.0, "security updates": 20.0, "upgraded": 17},
-                                "web-01": {"lists": 2.0, "install": 60.0, "security updates": 18.0, "upgraded": 6}},
+                                "lb-01": {"seconds": {"lists": 2.0, "install": 50.0, "security updates": 20.0},
+                                          "upgraded": 17},
+                                "web-01": {"seconds": {"lists": 2.0, "install": 60.0, "security updates": 18.0},
+                                           "upgraded": 6}},
                             "module_call_one_server_s": 0.2, "full_changed_most": 60, "full_lower_bound_s": 92.0,
                             "changed": {"no_change": {}}, "ratios": {"lower bound / floor": 2.3}},
                "serving": {"runs": {}, "tunings": []}}
